@@ -1,0 +1,1 @@
+"""One blueprint per surface: the JSON API, the WebSocket stream, the page."""

@@ -1,0 +1,148 @@
+"""The JSON API: the bot pushes metrics here, and anyone reads the latest."""
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import ingest, strictjson
+from ..auth import require_bearer_key
+from ..database import DatabaseBusy
+from ..errors import ApiError
+from ..schemas import TIMESTAMP_FORMAT
+from ..service import service
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+JSON_TYPE = "application/json"
+
+
+def format_time(epoch_seconds: float) -> str:
+    """A botmon clock reading in the wire format's timestamp form."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def json_text_response(text: str, status: int = 200) -> Response:
+    """Answer with JSON text that is already encoded."""
+    return Response(text, status=status, mimetype=JSON_TYPE)
+
+
+def json_response(value: object, status: int = 200) -> Response:
+    """Answer with `value` encoded the way snapshots are."""
+    return json_text_response(strictjson.dumps(value), status)
+
+
+@bp.post("/bot/metrics/", strict_slashes=False)
+def receive_metrics() -> Response:
+    """Accept one push from the bot: 201 once it is committed."""
+    botmon = service()
+    require_bearer_key(botmon.api_key)
+
+    if request.mimetype != JSON_TYPE:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the metrics with 'Content-Type: application/json'",
+        )
+    body = request.get_data(cache=False)
+
+    try:
+        accepted = ingest.accept(botmon, body)
+    except ingest.InvalidPayload as error:
+        extra = {"fields": error.fields} if error.fields else {}
+        if error.total > len(error.fields):
+            extra["fields_omitted"] = error.total - len(error.fields)
+        raise ApiError(400, "invalid_payload", error.message, **extra) from None
+
+    payload = {
+        "id": accepted.snapshot_id,
+        "recibido_en": format_time(accepted.received_at),
+    }
+    return json_response(payload, 201)
+
+
+@bp.after_request
+def _remember_refused_push(response: Response) -> Response:
+    # A bot whose pushes bounce is alive but misconfigured: keep the evidence.
+    if request.endpoint == "api.receive_metrics" and 400 <= response.status_code < 500:
+        body = response.get_json(silent=True) or {}
+        try:
+            service().store.record_refusal(
+                time.time(),
+                response.status_code,
+                body.get("error", "refused"),
+                body.get("message", ""),
+            )
+        except (SQLAlchemyError, DatabaseBusy) as error:
+            log.warning("could not record a refused push: %s", error)
+    return response
+
+
+@bp.get("/bot/resumen/", strict_slashes=False)
+def latest_resumen() -> Response:
+    """The newest `resumen`, with the keys the bot sent."""
+    latest = service().store.latest_summary()
+    if latest is None:
+        raise _no_metrics_yet()
+    return json_text_response(latest.resumen_json)
+
+
+@bp.get("/bot/estado/", strict_slashes=False)
+def latest_estado() -> Response:
+    """The newest `estado`, when it arrived, and whether the bot went silent."""
+    botmon = service()
+    latest = botmon.store.latest_summary()
+    if latest is None:
+        raise _no_metrics_yet()
+
+    # Measured on botmon's clock: the bot's own timestamps may be wrong.
+    silent_for = time.time() - latest.received_at
+    estado = json.loads(latest.estado_json)
+    estado["recibido_en"] = format_time(latest.received_at)
+    estado["obsoleto"] = silent_for > botmon.settings.stale_after_seconds
+    return json_response(estado)
+
+
+@bp.get("/bot/servers/", strict_slashes=False)
+def latest_servers() -> Response:
+    """The guild rows of the newest push; an empty list before the first."""
+    servers_json = service().store.latest_servers_json()
+    return json_text_response(servers_json or "[]")
+
+
+@bp.get("/bot/rechazos/", strict_slashes=False)
+def refused_pushes() -> Response:
+    """How many pushes were refused, and why the last one was."""
+    refusals = service().store.refusals()
+    if refusals is None:
+        return json_text_response('{"total":0,"ultimo":null}')
+
+    last = {
+        "en": format_time(refusals.last_at),
+        "status": refusals.last_status,
+        "error": refusals.last_error,
+        "message": refusals.last_message,
+    }
+    return json_response({"total": refusals.count, "ultimo": last})
+
+
+@bp.get("/health/", strict_slashes=False)
+def health() -> Response:
+    """For load balancers: 200 when the database answers, 503 when not."""
+    botmon = service()
+    botmon.store.check()
+    listeners = botmon.hub.listener_count
+    return json_response({"status": "ok", "listeners": listeners})
+
+
+def _no_metrics_yet() -> ApiError:
+    return ApiError(
+        404,
+        "no_metrics_yet",
+        "no metrics have been received yet; the bot must POST /api/bot/metrics/",
+    )

@@ -1,0 +1,138 @@
+"""Settings read from the environment, with defaults that make a first run work.
+
+Every bound the service enforces is a named setting here; the README lists them
+with the reason behind each default.
+"""
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+API_KEY_FILE_NAME = "api_key"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's settings; the field name in upper case after `BOTMON_`."""
+
+    database_url: str = ""
+    stale_after_seconds: float = 180.0
+    history_retention_days: float = 30.0
+    history_max_points: int = 2000
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_servers: int = 25_000
+    max_error_messages: int = 50
+    db_lock_timeout_seconds: float = 5.0
+    sqlite_synchronous: str = "NORMAL"
+    ws_ping_interval_seconds: float = 20.0
+    ws_send_timeout_seconds: float = 30.0
+    ws_compression: bool = False
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str]) -> "Settings":
+        """Build settings from `BOTMON_*` variables, refusing malformed values."""
+        values = {}
+        for field in fields(cls):
+            name = "BOTMON_" + field.name.upper()
+            raw = environ.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            values[field.name] = _parse(name, raw.strip(), field.type)
+
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings that would make the service misbehave."""
+        positive = [
+            "stale_after_seconds",
+            "history_retention_days",
+            "history_max_points",
+            "max_body_bytes",
+            "max_servers",
+            "max_error_messages",
+            "ws_ping_interval_seconds",
+            "ws_send_timeout_seconds",
+        ]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"BOTMON_{name.upper()} must be greater than zero")
+        if self.db_lock_timeout_seconds < 0:
+            raise ConfigError("BOTMON_DB_LOCK_TIMEOUT_SECONDS must not be negative")
+        if self.sqlite_synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
+            raise ConfigError("BOTMON_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA")
+
+
+def _parse(name: str, raw: str, kind: type | str) -> object:
+    kind_name = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if kind_name == "bool":
+            return _parse_bool(raw)
+        if kind_name == "int":
+            return int(raw)
+        if kind_name == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind_name}") from None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
+
+
+def load_api_key(environ: dict[str, str], instance_path: str) -> str:
+    """Return the bot's API key: from the environment, else a generated one.
+
+    A generated key is written once to the instance folder with owner-only
+    permissions and reused on every later start, so a restart never locks the
+    bot out. Only the file's path is logged, never the key.
+    """
+    from_env = environ.get("BOT_API_KEY", "").strip()
+    if from_env:
+        return from_env
+
+    key_file = environ.get("BOTMON_API_KEY_FILE", "").strip()
+    path = Path(key_file) if key_file else Path(instance_path) / API_KEY_FILE_NAME
+    if path.exists():
+        key = path.read_text(encoding="utf-8").strip()
+        if not key:
+            raise ConfigError(f"the API key file {path} is empty; delete it or fill it")
+        log.info("using the API key stored in %s", path)
+        return key
+
+    return _generate_key_file(path)
+
+
+def _generate_key_file(path: Path) -> str:
+    key = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    # O_EXCL: two workers starting at once must not each write their own key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+
+    log.warning(
+        "no BOT_API_KEY given: generated one and stored it in %s "
+        "(readable by this user only); give it to your bot",
+        path,
+    )
+    return key

@@ -1,0 +1,256 @@
+"""The wire format: one marshmallow schema per object of the contract.
+
+These schemas are the single source of the field rules, of the normalised
+values that are stored and broadcast, and of the OpenAPI document.
+"""
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+MAX_INT64 = 2**63 - 1
+STATUS_MAX_LENGTH = 32
+SERVER_NAME_MAX_LENGTH = 100
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+_COMMON_ERRORS = {
+    "required": "missing: this field is required",
+    "null": "must not be null",
+}
+
+
+def _is_json_integer(value: Any) -> bool:
+    # bool is a subclass of int in Python, but `true` is not an integer in JSON.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_text(value: Any, max_length: int) -> str:
+    """Return `value` if it is text the contract accepts, else raise."""
+    if not isinstance(value, str):
+        raise ValidationError("must be a string")
+    if not value:
+        raise ValidationError("must not be empty")
+    if len(value) > max_length:
+        raise ValidationError(f"must be at most {max_length} characters long")
+    if "\x00" in value:
+        raise ValidationError("must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("must not contain lone surrogates") from None
+    return value
+
+
+class Count(fields.Field):
+    """A JSON integer token from 0 to 2^63-1 (not a boolean, float or string)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if not _is_json_integer(value):
+            raise ValidationError(
+                "must be a JSON integer such as 12 (not a boolean, string or decimal)"
+            )
+        if value < 0:
+            raise ValidationError("must be 0 or greater")
+        if value > MAX_INT64:
+            raise ValidationError(f"must be at most {MAX_INT64}")
+        return value
+
+
+class FiniteNumber(fields.Field):
+    """A finite JSON number, returned exactly as sent (an int stays an int)."""
+
+    def __init__(self, *, minimum: float, maximum: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def _deserialize(
+        self, value: Any, attr: Any, data: Any, **kwargs: Any
+    ) -> int | float:
+        if not (_is_json_integer(value) or isinstance(value, float)):
+            raise ValidationError("must be a JSON number")
+        try:
+            as_float = float(value)
+        except OverflowError:
+            raise ValidationError("must be a finite number") from None
+        if not math.isfinite(as_float):
+            raise ValidationError("must be a finite number")
+        if value < self.minimum:
+            raise ValidationError(f"must be {self.minimum:g} or greater")
+        if self.maximum is not None and value > self.maximum:
+            raise ValidationError(f"must be at most {self.maximum:g}")
+        return value
+
+
+class UtcTimestamp(fields.Field):
+    """An ISO-8601 date-time, normalised to UTC with microseconds and `Z`.
+
+    A naive time is taken as UTC. The normalised text is what is stored and
+    sent back, so it is identical before and after a restart.
+    """
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        check_text(value, 64)
+        if "T" not in value and " " not in value.strip():
+            raise ValidationError(
+                "must be an ISO-8601 date-time such as 2025-11-13T18:00:00Z"
+            )
+        try:
+            moment = datetime.fromisoformat(value.replace("z", "Z"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+        except (ValueError, OverflowError):
+            raise ValidationError(
+                "must be a valid ISO-8601 date-time such as 2025-11-13T18:00:00Z"
+            ) from None
+
+
+class Text(fields.Field):
+    """A non-empty string of at most `max_length` code points."""
+
+    def __init__(self, *, max_length: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        return check_text(value, self.max_length)
+
+
+class Snowflake(fields.Field):
+    """A Discord id: an integer 1..2^63-1, or the same as a string of digits.
+
+    Always returned as a Python int, which JSON encodes exactly; it never
+    passes through a float.
+    """
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str):
+            is_plain_digits = value.isascii() and value.isdigit()
+            if not is_plain_digits or value.startswith("0") or len(value) > 19:
+                raise ValidationError(
+                    "must be a snowflake: an integer, or a string of digits "
+                    "without sign, spaces or leading zeros"
+                )
+            value = int(value)
+        elif not _is_json_integer(value):
+            raise ValidationError("must be a snowflake: an integer or digit string")
+        if not 1 <= value <= MAX_INT64:
+            raise ValidationError(f"must be between 1 and {MAX_INT64}")
+        return value
+
+
+class StrictSchema(Schema):
+    """Refuses unknown keys and speaks the contract's language in errors."""
+
+    class Meta:
+        unknown = RAISE
+
+    error_messages = {
+        "unknown": "unknown field: remove it",
+        "type": "must be a JSON object",
+    }
+
+
+class ResumenSchema(StrictSchema):
+    servidores_conectados = Count(required=True, error_messages=_COMMON_ERRORS)
+    eventos_procesados_hoy = Count(required=True, error_messages=_COMMON_ERRORS)
+    uptime_porcentaje = FiniteNumber(
+        minimum=0, maximum=100, required=True, error_messages=_COMMON_ERRORS
+    )
+    ultima_sincronizacion = UtcTimestamp(required=True, error_messages=_COMMON_ERRORS)
+
+
+class EstadoSchema(StrictSchema):
+    status = Text(
+        max_length=STATUS_MAX_LENGTH, required=True, error_messages=_COMMON_ERRORS
+    )
+    uptime_dias = Count(required=True, error_messages=_COMMON_ERRORS)
+    latencia_ms = FiniteNumber(minimum=0, required=True, error_messages=_COMMON_ERRORS)
+    ultima_conexion = UtcTimestamp(required=True, error_messages=_COMMON_ERRORS)
+
+
+class ServerSchema(StrictSchema):
+    server_id = Snowflake(required=True, error_messages=_COMMON_ERRORS)
+    server_name = Text(
+        max_length=SERVER_NAME_MAX_LENGTH,
+        required=True,
+        error_messages=_COMMON_ERRORS,
+    )
+    miembros = Count(required=True, error_messages=_COMMON_ERRORS)
+    canales = Count(required=True, error_messages=_COMMON_ERRORS)
+    status = Text(
+        max_length=STATUS_MAX_LENGTH, required=True, error_messages=_COMMON_ERRORS
+    )
+
+
+class ServerList(fields.List):
+    """The guild rows: bounded in number, each server id at most once."""
+
+    def __init__(self, *, max_servers: int, **kwargs: Any):
+        super().__init__(fields.Nested(ServerSchema), **kwargs)
+        self.max_servers = max_servers
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list:
+        if not isinstance(value, list):
+            raise ValidationError("must be a JSON array of server objects")
+        # Checked before the rows so an oversized list costs no validation work.
+        if len(value) > self.max_servers:
+            raise ValidationError(
+                f"must hold at most {self.max_servers} servers; got {len(value)}"
+            )
+
+        servers = super()._deserialize(value, attr, data, **kwargs)
+
+        duplicates = {}
+        seen = set()
+        for index, server in enumerate(servers):
+            if server["server_id"] in seen:
+                duplicates[index] = {"server_id": ["duplicate server_id in servers"]}
+            seen.add(server["server_id"])
+        if duplicates:
+            raise ValidationError(duplicates)
+        return servers
+
+
+class MetricsSchema(StrictSchema):
+    """One push from the bot: summary, own state, and one row per guild."""
+
+    resumen = fields.Nested(ResumenSchema, required=True, error_messages=_COMMON_ERRORS)
+    estado = fields.Nested(EstadoSchema, required=True, error_messages=_COMMON_ERRORS)
+    servers = ServerList(
+        max_servers=25_000, required=True, error_messages=_COMMON_ERRORS
+    )
+
+
+def metrics_schema(max_servers: int) -> MetricsSchema:
+    """A metrics schema that accepts at most `max_servers` guild rows."""
+    schema = MetricsSchema()
+    schema.fields["servers"].max_servers = max_servers
+    return schema
+
+
+def flatten_errors(messages: Any, limit: int) -> tuple[dict[str, str], int]:
+    """Turn marshmallow's nested errors into `{"servers.3.miembros": "..."}`.
+
+    Returns at most `limit` entries and the total number of bad fields, so a
+    payload with 25,000 bad rows still gets a short answer.
+    """
+    flat: dict[str, str] = {}
+    total = 0
+    stack = [("", messages)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            for key, child in reversed(list(node.items())):
+                segment = "" if key == "_schema" else str(key)[:64]
+                joined = ".".join(part for part in (path, segment) if part)
+                stack.append((joined, child))
+            continue
+        total += 1
+        if len(flat) < limit:
+            text = node[0] if isinstance(node, list) and node else str(node)
+            flat[path or "body"] = text
+    return flat, total

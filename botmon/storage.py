@@ -1,0 +1,238 @@
+"""Reading and writing snapshots: the only module that builds SQL."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from .database import run_in_transaction
+from .models import LatestServers, RefusedPushes, Snapshot
+
+snapshots = Snapshot.__table__
+latest_servers = LatestServers.__table__
+refused_pushes = RefusedPushes.__table__
+
+LATEST_ROW_ID = 1
+
+# Old history is deleted by the write that finds it, at most this often, so
+# retention costs one indexed DELETE a minute rather than one per push.
+PRUNE_EVERY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """The newest snapshot as stored: canonical JSON texts and receipt time."""
+
+    id: int
+    received_at: float
+    resumen_json: str
+    estado_json: str
+    servers_json: str
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """How many pushes were refused, and the last refusal's details."""
+
+    count: int
+    last_at: float
+    last_status: int
+    last_error: str
+    last_message: str
+
+
+class Store:
+    """Snapshot storage bound to the lock timeout the settings give."""
+
+    def __init__(self, lock_timeout: float, retention_seconds: float):
+        self.lock_timeout = lock_timeout
+        self.retention_seconds = retention_seconds
+        self._next_prune = 0.0
+
+    def _write(self, work):
+        return run_in_transaction(work, write=True, lock_timeout=self.lock_timeout)
+
+    def _read(self, work):
+        return run_in_transaction(work, write=False, lock_timeout=self.lock_timeout)
+
+    def save_snapshot(
+        self,
+        received_at: float,
+        resumen_json: str,
+        estado_json: str,
+        servers_json: str,
+        server_count: int,
+    ) -> int:
+        """Commit one snapshot and make its guilds the latest; return its id.
+
+        The same transaction deletes history past the retention limit, at most
+        once a minute.
+        """
+        prune_before = None
+        if received_at >= self._next_prune:
+            self._next_prune = received_at + PRUNE_EVERY_SECONDS
+            prune_before = received_at - self.retention_seconds
+
+        def work(connection: Connection) -> int:
+            snapshot_id = connection.execute(
+                insert(snapshots).values(
+                    received_at=received_at,
+                    resumen_json=resumen_json,
+                    estado_json=estado_json,
+                    server_count=server_count,
+                )
+            ).inserted_primary_key[0]
+
+            values = {"snapshot_id": snapshot_id, "servers_json": servers_json}
+            changed = connection.execute(
+                update(latest_servers)
+                .where(latest_servers.c.id == LATEST_ROW_ID)
+                .values(**values)
+            ).rowcount
+            if not changed:
+                connection.execute(
+                    insert(latest_servers).values(id=LATEST_ROW_ID, **values)
+                )
+
+            if prune_before is not None:
+                _delete_history_before(connection, prune_before)
+            return snapshot_id
+
+        return self._write(work)
+
+    def latest(self) -> StoredSnapshot | None:
+        """The newest snapshot, or None before the first push."""
+
+        def work(connection: Connection) -> StoredSnapshot | None:
+            row = connection.execute(
+                select(
+                    snapshots.c.id,
+                    snapshots.c.received_at,
+                    snapshots.c.resumen_json,
+                    snapshots.c.estado_json,
+                    latest_servers.c.servers_json,
+                )
+                .join(latest_servers, latest_servers.c.snapshot_id == snapshots.c.id)
+                .where(latest_servers.c.id == LATEST_ROW_ID)
+            ).first()
+            return StoredSnapshot(*row) if row else None
+
+        return self._read(work)
+
+    def latest_summary(self) -> StoredSnapshot | None:
+        """The newest snapshot without its (possibly large) guild list."""
+
+        def work(connection: Connection) -> StoredSnapshot | None:
+            row = connection.execute(
+                select(
+                    snapshots.c.id,
+                    snapshots.c.received_at,
+                    snapshots.c.resumen_json,
+                    snapshots.c.estado_json,
+                )
+                .order_by(snapshots.c.id.desc())
+                .limit(1)
+            ).first()
+            return StoredSnapshot(*row, servers_json="") if row else None
+
+        return self._read(work)
+
+    def latest_servers_json(self) -> str | None:
+        """The newest guild list as JSON text, or None before the first push."""
+
+        def work(connection: Connection) -> str | None:
+            return connection.execute(
+                select(latest_servers.c.servers_json).where(
+                    latest_servers.c.id == LATEST_ROW_ID
+                )
+            ).scalar()
+
+        return self._read(work)
+
+    def history(
+        self, since: float, until: float, limit: int
+    ) -> list[tuple[int, float, str, str, int]]:
+        """The newest `limit` snapshots received in [since, until], oldest first."""
+
+        def work(connection: Connection) -> list:
+            rows = connection.execute(
+                select(
+                    snapshots.c.id,
+                    snapshots.c.received_at,
+                    snapshots.c.resumen_json,
+                    snapshots.c.estado_json,
+                    snapshots.c.server_count,
+                )
+                .where(snapshots.c.received_at.between(since, until))
+                .order_by(snapshots.c.received_at.desc(), snapshots.c.id.desc())
+                .limit(limit)
+            ).all()
+            return [tuple(row) for row in reversed(rows)]
+
+        return self._read(work)
+
+    def prune_history(self, before: float) -> int:
+        """Delete history older than `before`, keeping the newest snapshot."""
+        return self._write(
+            lambda connection: _delete_history_before(connection, before)
+        )
+
+    def check(self) -> None:
+        """Raise if the database cannot answer a query."""
+        self._read(lambda connection: connection.exec_driver_sql("SELECT 1"))
+
+    def snapshot_count(self) -> int:
+        """How many snapshots the history holds."""
+        return self._read(
+            lambda connection: connection.execute(
+                select(func.count()).select_from(snapshots)
+            ).scalar_one()
+        )
+
+    def record_refusal(self, at: float, status: int, error: str, message: str) -> None:
+        """Count one refused push and remember its details."""
+
+        def work(connection: Connection) -> None:
+            values = {
+                "last_at": at,
+                "last_status": status,
+                "last_error": error[:64],
+                "last_message": message[:300],
+            }
+            changed = connection.execute(
+                update(refused_pushes)
+                .where(refused_pushes.c.id == LATEST_ROW_ID)
+                .values(count=refused_pushes.c.count + 1, **values)
+            ).rowcount
+            if not changed:
+                connection.execute(
+                    insert(refused_pushes).values(id=LATEST_ROW_ID, count=1, **values)
+                )
+
+        self._write(work)
+
+    def refusals(self) -> Refusals | None:
+        """The refused-push record, or None if no push was ever refused."""
+
+        def work(connection: Connection) -> Refusals | None:
+            row = connection.execute(
+                select(
+                    refused_pushes.c.count,
+                    refused_pushes.c.last_at,
+                    refused_pushes.c.last_status,
+                    refused_pushes.c.last_error,
+                    refused_pushes.c.last_message,
+                ).where(refused_pushes.c.id == LATEST_ROW_ID)
+            ).first()
+            return Refusals(*row) if row else None
+
+        return self._read(work)
+
+
+def _delete_history_before(connection: Connection, before: float) -> int:
+    newest = select(latest_servers.c.snapshot_id).scalar_subquery()
+    return connection.execute(
+        delete(snapshots).where(
+            snapshots.c.received_at < before, snapshots.c.id != func.coalesce(newest, 0)
+        )
+    ).rowcount

@@ -1,0 +1,77 @@
+"""How botmon runs in production: one gevent worker that holds the live hub.
+
+Every listener of a worker hears only the snapshots that worker receives, so
+more than one worker process would split the listeners into groups that miss
+each other's updates. Until a shared backplane exists, that setting is refused.
+"""
+
+import logging
+import os
+import resource
+import sys
+
+bind = os.environ.get("BOTMON_BIND", "127.0.0.1:8000")
+worker_class = "gevent"
+workers = int(os.environ.get("BOTMON_WORKERS", "1"))
+# Each WebSocket listener holds one connection for as long as it listens;
+# gunicorn's default of 1000 would turn away the 1001st screen.
+worker_connections = int(os.environ.get("BOTMON_WORKER_CONNECTIONS", "16000"))
+timeout = 60
+graceful_timeout = 15
+keepalive = 5
+accesslog = os.environ.get("BOTMON_ACCESS_LOG", "-") or None
+errorlog = "-"
+loglevel = os.environ.get("BOTMON_LOG_LEVEL", "info")
+# The control socket lives at one fixed path per user; botmon does not use it,
+# and two instances on one machine would fight over it.
+control_socket_disable = True
+
+logging.basicConfig(
+    level=loglevel.upper(),
+    format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    stream=sys.stderr,
+)
+
+STOP_POLL_SECONDS = 0.2
+
+
+def on_starting(server) -> None:
+    """Refuse settings that would split listeners, and raise the file limit."""
+    if server.cfg.workers != 1:
+        server.log.error(
+            "botmon keeps its listeners in one process: run it with one worker "
+            "(BOTMON_WORKERS=1, no -w/--workers or WEB_CONCURRENCY above 1)"
+        )
+        sys.exit(1)
+    if server.cfg.worker_class_str != "gevent":
+        server.log.error("botmon needs gunicorn's gevent worker (-k gevent)")
+        sys.exit(1)
+
+    _raise_open_file_limit(server, server.cfg.worker_connections + 256)
+
+
+def _raise_open_file_limit(server, wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        server.log.warning(
+            "open file limit %d is below worker_connections; raise it "
+            "(ulimit -n) to serve that many listeners",
+            target,
+        )
+
+
+def post_worker_init(worker) -> None:
+    """Close every WebSocket with 1001 as soon as the worker is told to stop."""
+    import gevent
+
+    hub = worker.wsgi.extensions["botmon"].hub
+
+    def close_hub_when_stopping() -> None:
+        while worker.alive:
+            gevent.sleep(STOP_POLL_SECONDS)
+        hub.close()
+
+    gevent.spawn(close_hub_when_stopping)

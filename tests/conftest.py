@@ -1,0 +1,164 @@
+"""Shared fixtures: botmon under gunicorn's gevent worker on a free loopback port."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_PATH = ROOT / "examples" / "seed.json"
+API_KEY = "test-key-0123456789"
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """A botmon started the way production starts it, on its own instance folder.
+
+    `start()` may be called again after `stop()` or `kill()`: the same database
+    file and port are reused, which is what a restart test needs.
+    """
+
+    def __init__(self, instance_path: Path, env: dict[str, str] | None = None):
+        self.instance_path = instance_path
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "BOT_API_KEY": API_KEY,
+            "BOTMON_INSTANCE_PATH": str(instance_path),
+            "BOTMON_BIND": f"127.0.0.1:{self.port}",
+            "BOTMON_ACCESS_LOG": "",
+            **(env or {}),
+        }
+        self.log_path = instance_path / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/bot/metrics/"
+
+    @property
+    def database_path(self) -> Path:
+        return self.instance_path / "botmon.sqlite3"
+
+    def start(self) -> "LiveServer":
+        self.instance_path.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"botmon exited at start:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/api/health/", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"botmon did not start in {START_TIMEOUT} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the gunicorn master (only the process we started) and wait."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the master and its worker, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def log(self) -> str:
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
+
+    def post(self, body, key: str = API_KEY, **kwargs) -> requests.Response:
+        """POST metrics; `body` is bytes, str, or an object to encode as JSON."""
+        if not isinstance(body, bytes | str):
+            body = json.dumps(body)
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        headers.update(kwargs.pop("headers", {}))
+        return requests.post(
+            self.url + "/api/bot/metrics/", data=body, headers=headers, timeout=30
+        )
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+
+@pytest.fixture
+def start_server(tmp_path_factory):
+    """Start botmon servers on fresh instance folders; all are stopped at the end."""
+    started: list[LiveServer] = []
+
+    def start(env: dict[str, str] | None = None, instance_path=None) -> LiveServer:
+        path = instance_path or tmp_path_factory.mktemp("botmon")
+        server = LiveServer(Path(path), env).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def server(start_server) -> LiveServer:
+    """A fresh botmon with an empty database."""
+    return start_server()
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory):
+    """One botmon for tests that only send refused pushes or read."""
+    server = LiveServer(tmp_path_factory.mktemp("botmon-shared")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def seed_bytes() -> bytes:
+    """The contract's example payload, exactly as written in the spec."""
+    return SEED_PATH.read_bytes()
+
+
+@pytest.fixture
+def seed() -> dict:
+    return json.loads(SEED_PATH.read_text())
