@@ -80,7 +80,8 @@ class LiveServer:
             try:
                 if requests.get(self.url + "/api/health/", timeout=1).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # A loaded machine may answer the first request late.
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"botmon did not start in {START_TIMEOUT} s:\n{self.log()}")
