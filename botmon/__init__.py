@@ -81,9 +81,10 @@ def _replay_latest(botmon: Botmon) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .blueprints import api, websocket
+    from .blueprints import api, page, websocket
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(page.bp)
     websocket.init_app(app)
 
 

@@ -146,3 +146,107 @@ def _no_metrics_yet() -> ApiError:
         "no_metrics_yet",
         "no metrics have been received yet; the bot must POST /api/bot/metrics/",
     )
+
+
+# History for charts, and what the status page needs to know about the server.
+
+DEFAULT_HISTORY_SECONDS = 24 * 3600.0
+TIME_TOLERANCE_SECONDS = 1e-6
+
+
+@bp.get("/bot/history/", strict_slashes=False)
+def history() -> Response:
+    """`resumen` and `estado` received in a time range, oldest first.
+
+    Query: `since` and `until` (ISO-8601; the last 24 hours by default) and
+    `limit` (at most BOTMON_HISTORY_MAX_POINTS). When the range holds more
+    points than `limit`, the newest ones are returned and `truncated` says so.
+    """
+    botmon = service()
+    max_points = botmon.settings.history_max_points
+
+    now = time.time()
+    until = _time_param("until", now)
+    since = _time_param("since", until - DEFAULT_HISTORY_SECONDS)
+    if since > until:
+        raise ApiError(
+            400, "invalid_range", "'since' must not be later than 'until'; swap them"
+        )
+    limit = _limit_param(max_points)
+
+    # Receipt times are stored as floats but written to the microsecond, so a
+    # bound copied from a point's recibido_en must still include that point.
+    # One row more than asked tells whether older points were left out.
+    rows = botmon.store.history(
+        since - TIME_TOLERANCE_SECONDS, until + TIME_TOLERANCE_SECONDS, limit + 1
+    )
+    truncated = len(rows) > limit
+    points = ",".join(_history_point(row) for row in rows[-limit:])
+    return json_text_response(
+        f'{{"since":"{format_time(since)}","until":"{format_time(until)}",'
+        f'"limit":{limit},"truncated":{"true" if truncated else "false"},'
+        f'"points":[{points}]}}'
+    )
+
+
+@bp.get("/bot/config/", strict_slashes=False)
+def page_config() -> Response:
+    """The limits a client needs to judge freshness, and botmon's clock.
+
+    `now` lets a browser whose clock is wrong measure silence on botmon's clock.
+    """
+    settings = service().settings
+    return json_response(
+        {
+            "now": format_time(time.time()),
+            "stale_after_seconds": settings.stale_after_seconds,
+            "history_retention_days": settings.history_retention_days,
+            "history_max_points": settings.history_max_points,
+        }
+    )
+
+
+def _history_point(row: tuple[int, float, str, str, int]) -> str:
+    # The stored texts are already canonical JSON: splice them, do not re-encode.
+    _, received_at, resumen_json, estado_json, server_count = row
+    return (
+        f'{{"recibido_en":"{format_time(received_at)}","resumen":{resumen_json},'
+        f'"estado":{estado_json},"servers":{server_count}}}'
+    )
+
+
+def _time_param(name: str, default: float) -> float:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        moment = datetime.fromisoformat(raw)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # The answer echoes the range, so it must be a time botmon can write.
+        format_time(moment.timestamp())
+        return moment.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"'{name}' must be an ISO-8601 date-time such as 2025-11-13T18:00:00Z",
+            parameter=name,
+        ) from None
+
+
+def _limit_param(max_points: int) -> int:
+    raw = request.args.get("limit")
+    if raw is None or raw == "":
+        return max_points
+    # The length check keeps int() away from huge digit strings.
+    valid = raw.isascii() and raw.isdigit() and len(raw) <= 9
+    if not valid or not 1 <= int(raw) <= max_points:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"'limit' must be a whole number from 1 to {max_points} "
+            "(BOTMON_HISTORY_MAX_POINTS)",
+            parameter="limit",
+        )
+    return int(raw)
