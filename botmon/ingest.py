@@ -16,11 +16,16 @@ log = logging.getLogger(__name__)
 class InvalidPayload(ValueError):
     """The push breaks the contract; nothing of it was stored or sent."""
 
-    def __init__(self, message: str, fields: dict[str, str] | None = None, total=0):
+    def __init__(self, message: str, fields: dict[str, str], total: int):
         super().__init__(message)
         self.message = message
-        self.fields = fields or {}
+        self.fields = fields
         self.total = total
+
+    @classmethod
+    def whole_body(cls, reason: str) -> "InvalidPayload":
+        """The body as a whole is wrong: its one bad "field" is `body`."""
+        return cls(reason, {"body": reason}, 1)
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,10 @@ def _validate(botmon: Botmon, body: bytes) -> dict:
     try:
         document = strictjson.loads(body)
     except strictjson.JSONRejected as error:
-        raise InvalidPayload(str(error)) from None
+        raise InvalidPayload.whole_body(str(error)) from None
 
     if not isinstance(document, dict):
-        raise InvalidPayload(
+        raise InvalidPayload.whole_body(
             "the body must be a JSON object with resumen, estado and servers"
         )
 

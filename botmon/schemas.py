@@ -13,7 +13,6 @@ from marshmallow import RAISE, Schema, ValidationError, fields
 MAX_INT64 = 2**63 - 1
 STATUS_MAX_LENGTH = 32
 SERVER_NAME_MAX_LENGTH = 100
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _COMMON_ERRORS = {
     "required": "missing: this field is required",
@@ -84,6 +83,15 @@ class FiniteNumber(fields.Field):
         return value
 
 
+def utc_text(moment: datetime) -> str:
+    """`moment` in UTC as the wire format writes it: microseconds and `Z`.
+
+    isoformat, unlike strftime's %Y, always writes the year with four digits.
+    """
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
 class UtcTimestamp(fields.Field):
     """An ISO-8601 date-time, normalised to UTC with microseconds and `Z`.
 
@@ -93,7 +101,7 @@ class UtcTimestamp(fields.Field):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         check_text(value, 64)
-        if "T" not in value and " " not in value.strip():
+        if "T" not in value.upper() and " " not in value.strip():
             raise ValidationError(
                 "must be an ISO-8601 date-time such as 2025-11-13T18:00:00Z"
             )
@@ -101,7 +109,7 @@ class UtcTimestamp(fields.Field):
             moment = datetime.fromisoformat(value.replace("z", "Z"))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+            return utc_text(moment)
         except (ValueError, OverflowError):
             raise ValidationError(
                 "must be a valid ISO-8601 date-time such as 2025-11-13T18:00:00Z"
@@ -119,27 +127,31 @@ class Text(fields.Field):
         return check_text(value, self.max_length)
 
 
-class Snowflake(fields.Field):
-    """A Discord id: an integer 1..2^63-1, or the same as a string of digits.
+def parse_snowflake(value: Any) -> int:
+    """A Discord id as an int, from a JSON integer or a string of digits.
 
-    Always returned as a Python int, which JSON encodes exactly; it never
-    passes through a float.
+    It never passes through a float, so ids above 2^53 stay exact.
     """
+    if isinstance(value, str):
+        is_plain_digits = value.isascii() and value.isdigit()
+        if not is_plain_digits or value.startswith("0") or len(value) > 19:
+            raise ValidationError(
+                "must be a snowflake: an integer, or a string of digits "
+                "without sign, spaces or leading zeros"
+            )
+        value = int(value)
+    elif not _is_json_integer(value):
+        raise ValidationError("must be a snowflake: an integer or digit string")
+    if not 1 <= value <= MAX_INT64:
+        raise ValidationError(f"must be between 1 and {MAX_INT64}")
+    return value
+
+
+class Snowflake(fields.Field):
+    """A Discord id, always returned as a Python int (JSON encodes it exactly)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, str):
-            is_plain_digits = value.isascii() and value.isdigit()
-            if not is_plain_digits or value.startswith("0") or len(value) > 19:
-                raise ValidationError(
-                    "must be a snowflake: an integer, or a string of digits "
-                    "without sign, spaces or leading zeros"
-                )
-            value = int(value)
-        elif not _is_json_integer(value):
-            raise ValidationError("must be a snowflake: an integer or digit string")
-        if not 1 <= value <= MAX_INT64:
-            raise ValidationError(f"must be between 1 and {MAX_INT64}")
-        return value
+        return parse_snowflake(value)
 
 
 class StrictSchema(Schema):
@@ -202,17 +214,40 @@ class ServerList(fields.List):
                 f"must hold at most {self.max_servers} servers; got {len(value)}"
             )
 
-        servers = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            servers = super()._deserialize(value, attr, data, **kwargs)
+            errors: dict[int, Any] = {}
+        except ValidationError as error:
+            servers = []
+            errors = error.messages
 
-        duplicates = {}
-        seen = set()
-        for index, server in enumerate(servers):
-            if server["server_id"] in seen:
-                duplicates[index] = {"server_id": ["duplicate server_id in servers"]}
-            seen.add(server["server_id"])
-        if duplicates:
-            raise ValidationError(duplicates)
+        # Found on the raw rows, so a duplicate is named even when other rows
+        # are bad too: the bot gets every problem in one answer.
+        for index, message in _duplicate_ids(value).items():
+            row_errors = errors.setdefault(index, {})
+            if isinstance(row_errors, dict):
+                row_errors.setdefault("server_id", [message])
+        if errors:
+            raise ValidationError(dict(sorted(errors.items())))
         return servers
+
+
+def _duplicate_ids(rows: list) -> dict[int, str]:
+    first_seen: dict[int, int] = {}
+    duplicates = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            continue
+        try:
+            server_id = parse_snowflake(row.get("server_id"))
+        except ValidationError:
+            continue
+        if server_id in first_seen:
+            first = first_seen[server_id]
+            duplicates[index] = f"duplicate server_id: servers.{first} has it too"
+        else:
+            first_seen[server_id] = index
+    return duplicates
 
 
 class MetricsSchema(StrictSchema):
@@ -245,12 +280,20 @@ def flatten_errors(messages: Any, limit: int) -> tuple[dict[str, str], int]:
         path, node = stack.pop()
         if isinstance(node, dict):
             for key, child in reversed(list(node.items())):
-                segment = "" if key == "_schema" else str(key)[:64]
+                segment = "" if key == "_schema" else _path_segment(key)
                 joined = ".".join(part for part in (path, segment) if part)
                 stack.append((joined, child))
             continue
+        path = path or "body"
+        if path in flat:
+            continue
         total += 1
         if len(flat) < limit:
-            text = node[0] if isinstance(node, list) and node else str(node)
-            flat[path or "body"] = text
+            flat[path] = node[0] if isinstance(node, list) and node else str(node)
     return flat, total
+
+
+def _path_segment(key: Any) -> str:
+    # An unknown key is the bot's text: name it, but short, and with any lone
+    # surrogate escaped so that the answer is always valid UTF-8.
+    return str(key)[:64].encode("utf-8", "backslashreplace").decode("utf-8")

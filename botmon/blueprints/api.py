@@ -12,7 +12,7 @@ from .. import ingest, strictjson
 from ..auth import require_bearer_key
 from ..database import DatabaseBusy
 from ..errors import ApiError
-from ..schemas import TIMESTAMP_FORMAT
+from ..schemas import utc_text
 from ..service import service
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ JSON_TYPE = "application/json"
 
 def format_time(epoch_seconds: float) -> str:
     """A botmon clock reading in the wire format's timestamp form."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime(TIMESTAMP_FORMAT)
+    return utc_text(datetime.fromtimestamp(epoch_seconds, UTC))
 
 
 def json_text_response(text: str, status: int = 200) -> Response:
