@@ -10,7 +10,7 @@ from .database import DatabaseBusy
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/"
+API_PREFIX = "/api"
 
 # Messages that tell the caller what to do, for the statuses Werkzeug raises.
 _HTTP_ERRORS = {
@@ -21,6 +21,7 @@ _HTTP_ERRORS = {
         "the body exceeds the size limit (BOTMON_MAX_BODY_BYTES); send fewer "
         "or shorter server rows",
     ),
+    500: ("internal_error", "botmon failed unexpectedly; see its log"),
 }
 
 
@@ -42,6 +43,11 @@ def error_response(status: int, code: str, message: str, **extra) -> Response:
     return response
 
 
+def is_api_path(path: str) -> bool:
+    """Whether `path` is under /api, where every answer is JSON."""
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer errors under /api/ as JSON, whatever raised them."""
 
@@ -56,7 +62,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        if not request.path.startswith(API_PREFIX):
+        if not is_api_path(request.path):
             return error
         code, message = _HTTP_ERRORS.get(
             error.code, (error.name.lower().replace(" ", "_"), error.description)
@@ -93,8 +99,6 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         log.error("unhandled error on %s", request.path, exc_info=error)
-        if not request.path.startswith(API_PREFIX):
+        if not is_api_path(request.path):
             return "internal server error", 500
-        return error_response(
-            500, "internal_error", "botmon failed unexpectedly; see its log"
-        )
+        return error_response(500, *_HTTP_ERRORS[500])

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import ingest, strictjson
 from ..auth import require_bearer_key
@@ -17,7 +18,23 @@ from ..service import service
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("api", __name__, url_prefix="/api")
+
+class SlashOptionalBlueprint(Blueprint):
+    """A blueprint whose every path answers with and without its final slash.
+
+    Each rule is registered in both forms. Werkzeug's strict_slashes=False
+    would also avoid the redirect, but answers a wrong method on the form
+    without the slash with 404 instead of 405.
+    """
+
+    def add_url_rule(self, rule: str, endpoint=None, view_func=None, **options):
+        options.pop("strict_slashes", None)
+        super().add_url_rule(rule, endpoint, view_func, **options)
+        if len(rule) > 1 and rule.endswith("/"):
+            super().add_url_rule(rule.rstrip("/"), endpoint, view_func, **options)
+
+
+bp = SlashOptionalBlueprint("api", __name__, url_prefix="/api")
 
 JSON_TYPE = "application/json"
 
@@ -49,7 +66,7 @@ def receive_metrics() -> Response:
             "unsupported_media_type",
             "send the metrics with 'Content-Type: application/json'",
         )
-    body = request.get_data(cache=False)
+    body = _read_body(botmon.settings.max_body_bytes)
 
     try:
         accepted = ingest.accept(botmon, body)
@@ -64,6 +81,24 @@ def receive_metrics() -> Response:
         "recibido_en": format_time(accepted.received_at),
     }
     return json_response(payload, 201)
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The request body, or a 413 when it is longer than `max_bytes`.
+
+    Werkzeug refuses a long Content-Length up front, but silently cuts a
+    chunked body at the limit. One byte more than allowed is read here, so a
+    body that is too long is refused rather than judged on its first part.
+    """
+    if request.content_length is not None or not request.environ.get(
+        "wsgi.input_terminated"
+    ):
+        return request.get_data(cache=False)
+
+    body = request.environ["wsgi.input"].read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise RequestEntityTooLarge()
+    return body
 
 
 @bp.after_request
