@@ -190,7 +190,12 @@ class Store:
         )
 
     def record_refusal(self, at: float, status: int, error: str, message: str) -> None:
-        """Count one refused push and remember its details."""
+        """Count one refused push and remember its details.
+
+        The record is evidence, not data: while another process holds the
+        write lock it is skipped (DatabaseBusy) rather than waited for, so a
+        refused push is answered at once instead of after the lock timeout.
+        """
 
         def work(connection: Connection) -> None:
             values = {
@@ -209,7 +214,7 @@ class Store:
                     insert(refused_pushes).values(id=LATEST_ROW_ID, count=1, **values)
                 )
 
-        self._write(work)
+        run_in_transaction(work, write=True, lock_timeout=0)
 
     def refusals(self) -> Refusals | None:
         """The refused-push record, or None if no push was ever refused."""
