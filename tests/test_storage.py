@@ -184,19 +184,26 @@ def test_the_retention_setting_applies_to_a_running_server(start_server, seed):
 
 # Another process holding the write lock.
 
+PATIENT_LOCK_TIMEOUT = 10.0
+SHORT_LOCK_TIMEOUT = 1.5
+
 
 @pytest.fixture
 def locked_server(start_server, seed_bytes):
-    """A server with metrics that waits at most 3 s for the write lock."""
-    server = start_server({"BOTMON_DB_LOCK_TIMEOUT_SECONDS": "3"})
-    assert server.post(seed_bytes).status_code == 201
-    return server
+    """Start a server with metrics that waits `timeout` s for the write lock."""
+
+    def start(timeout: float):
+        server = start_server({"BOTMON_DB_LOCK_TIMEOUT_SECONDS": str(timeout)})
+        assert server.post(seed_bytes).status_code == 201
+        return server
+
+    return start
 
 
 def test_a_push_waits_for_the_lock_and_succeeds_when_it_is_released(
     locked_server, seed
 ):
-    server = locked_server
+    server = locked_server(PATIENT_LOCK_TIMEOUT)
     before = answers(server)
     seed["resumen"]["servidores_conectados"] = 6
 
@@ -206,10 +213,12 @@ def test_a_push_waits_for_the_lock_and_succeeds_when_it_is_released(
             time.sleep(0.5)
 
             # Nothing freezes: reads answer while the push waits for the lock.
+            # A worker stuck in SQLite's own busy wait would answer them only
+            # after the lock timeout.
             for path, expected in zip(READ_PATHS, before, strict=True):
                 response, took = timed(lambda path=path: server.get(path))
                 assert response.text == expected
-                assert took < 1.0
+                assert took < 2.0
             assert server.get("/api/health/").status_code == 200
             assert not waiting_post.done()
             time.sleep(0.5)
@@ -217,12 +226,12 @@ def test_a_push_waits_for_the_lock_and_succeeds_when_it_is_released(
         response, took = waiting_post.result(timeout=30)
 
     assert response.status_code == 201, response.text
-    assert 0.9 <= took < 3.0
+    assert 0.9 <= took < PATIENT_LOCK_TIMEOUT
     assert server.get("/api/bot/resumen/").json()["servidores_conectados"] == 6
 
 
 def test_a_push_gets_503_when_the_lock_is_held_too_long(locked_server, seed):
-    server = locked_server
+    server = locked_server(SHORT_LOCK_TIMEOUT)
     before = answers(server)
     seed["resumen"]["servidores_conectados"] = 7
 
@@ -242,8 +251,8 @@ def test_a_push_gets_503_when_the_lock_is_held_too_long(locked_server, seed):
     assert response.json()["error"] == "database_busy"
     assert response.json()["message"]
     assert int(response.headers["Retry-After"]) > 0
-    assert 2.9 <= took < 10
-    assert reads >= 3
+    assert SHORT_LOCK_TIMEOUT - 0.1 <= took < SHORT_LOCK_TIMEOUT + 5
+    assert reads >= 2
     assert answers(server) == before
     assert read_database(server.database_path, "SELECT count(*) FROM snapshots") == [
         (1,)
@@ -252,29 +261,31 @@ def test_a_push_gets_503_when_the_lock_is_held_too_long(locked_server, seed):
 
 
 def test_a_refused_push_is_answered_at_once_during_the_lock(locked_server, seed):
+    server = locked_server(PATIENT_LOCK_TIMEOUT)
     seed["estado"]["uptime_dias"] = -1
 
-    with write_lock(locked_server.database_path):
-        response, took = timed(lambda: locked_server.post(seed))
+    with write_lock(server.database_path):
+        response, took = timed(lambda: server.post(seed))
 
     assert response.status_code == 400
-    assert took < 1.0
+    assert took < 2.0
+    assert "could not record a refused push" in server.log()
 
 
 def test_pushes_waiting_for_the_lock_all_succeed_when_it_is_released(
     locked_server, seed_bytes
 ):
+    server = locked_server(PATIENT_LOCK_TIMEOUT)
+
     with ThreadPoolExecutor(5) as pool:
-        with write_lock(locked_server.database_path):
-            waiting = [pool.submit(locked_server.post, seed_bytes) for _ in range(5)]
+        with write_lock(server.database_path):
+            waiting = [pool.submit(server.post, seed_bytes) for _ in range(5)]
             time.sleep(0.5)
             assert not any(future.done() for future in waiting)
 
         responses = [future.result(timeout=30) for future in waiting]
 
     assert [response.status_code for response in responses] == [201] * 5
-    ids = {response.json()["id"] for response in responses}
-    assert len(ids) == 5
-    assert read_database(
-        locked_server.database_path, "SELECT count(*) FROM snapshots"
-    ) == [(6,)]
+    assert len({response.json()["id"] for response in responses}) == 5
+    count = read_database(server.database_path, "SELECT count(*) FROM snapshots")
+    assert count == [(6,)]

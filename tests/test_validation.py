@@ -244,6 +244,7 @@ def test_timestamps_come_back_in_utc_with_z_and_microseconds(
         text("yesterday"),
         text(""),
         text("2025-11-13T18:00:00Z\u0000"),
+        text("2025-11-13T18:00:00Z\ud800"),
         text("0001-01-01T00:00:00+01:00"),
         text("9999-12-31T23:00:00-02:00"),
         "1763056800",
@@ -392,6 +393,8 @@ def test_largest_server_id_is_sent_back_as_an_integer_token(accepting_server, se
         text("１２３"),
         text(str(MAX_INT64 + 1)),
         text("9" * 40),
+        text("5\u0000"),
+        text("5\ud800"),
     ],
 )
 def test_server_id_refuses_anything_but_a_snowflake(shared_server, seed, raw):
