@@ -12,7 +12,12 @@ import sys
 
 bind = os.environ.get("BOTMON_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
-workers = int(os.environ.get("BOTMON_WORKERS", "1"))
+# gunicorn reads WEB_CONCURRENCY (set by some hosts) only when this file sets
+# no worker count; read it here too, so that asking for more is refused below
+# rather than ignored. BOTMON_WORKERS=1 overrides it.
+workers = int(
+    os.environ.get("BOTMON_WORKERS") or os.environ.get("WEB_CONCURRENCY") or "1"
+)
 # Each WebSocket listener holds one connection for as long as it listens;
 # gunicorn's default of 1000 would turn away the 1001st screen.
 worker_connections = int(os.environ.get("BOTMON_WORKER_CONNECTIONS", "16000"))
@@ -33,17 +38,20 @@ logging.basicConfig(
 )
 
 STOP_POLL_SECONDS = 0.2
+ONE_WORKER = (
+    "botmon keeps its listeners in one process: run it with one worker "
+    "(BOTMON_WORKERS=1, no -w/--workers or WEB_CONCURRENCY above 1)"
+)
 
 
 def on_starting(server) -> None:
     """Refuse settings that would split listeners, and raise the file limit."""
+    from gunicorn.workers.ggevent import GeventWorker
+
     if server.cfg.workers != 1:
-        server.log.error(
-            "botmon keeps its listeners in one process: run it with one worker "
-            "(BOTMON_WORKERS=1, no -w/--workers or WEB_CONCURRENCY above 1)"
-        )
+        server.log.error(ONE_WORKER)
         sys.exit(1)
-    if server.cfg.worker_class_str != "gevent":
+    if server.worker_class is not GeventWorker:
         server.log.error("botmon needs gunicorn's gevent worker (-k gevent)")
         sys.exit(1)
 
@@ -63,6 +71,13 @@ def _raise_open_file_limit(server, wanted: int) -> None:
         )
 
 
+def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
+    """Stay at one worker when a running master is asked for more (SIGTTIN)."""
+    if old_value is not None and new_value > 1:
+        server.log.error("%s; staying at one worker", ONE_WORKER)
+        server.num_workers = 1
+
+
 def post_worker_init(worker) -> None:
     """Close every WebSocket with 1001 as soon as the worker is told to stop."""
     import gevent
@@ -75,3 +90,10 @@ def post_worker_init(worker) -> None:
         hub.close()
 
     gevent.spawn(close_hub_when_stopping)
+
+
+def worker_int(worker) -> None:
+    """On a quick stop (SIGINT, SIGQUIT), still close the WebSockets with 1001."""
+    # gunicorn lets the worker run for a tenth of a second after this hook,
+    # which is when the listeners send their close frames.
+    worker.wsgi.extensions["botmon"].hub.close()

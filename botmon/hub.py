@@ -7,14 +7,15 @@ the snapshots it could not send in time. That loses nothing, because every
 message is a whole state, and it keeps memory flat: however far behind a
 listener is, it holds at most a reference to the one current text.
 
-Publishing never waits for a listener; listeners wait for the hub. The hub
-uses the `threading` module, which the gevent worker turns into greenlet-aware
-primitives, and knows nothing of Flask or sockets.
+Publishing never waits for a listener; listeners wait for the hub. All the hub
+does to a listener is set the wake object it was given (a `threading.Event`,
+which the gevent worker makes greenlet-aware, or anything with `set()`); it
+knows nothing of Flask or sockets.
 """
 
 import logging
-import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,16 @@ class Message:
     text: str
 
 
+class Wake(Protocol):
+    """What the hub sets to wake a listener: a `threading.Event` will do."""
+
+    def set(self) -> None: ...
+
+
 class Subscription:
     """One listener's place in the hub."""
 
-    def __init__(self, hub: "Hub", wake: threading.Event):
+    def __init__(self, hub: "Hub", wake: Wake):
         self._hub = hub
         self.wake = wake
         self.sent_seq = 0
@@ -68,7 +75,7 @@ class Hub:
     def listener_count(self) -> int:
         return len(self._subscriptions)
 
-    def subscribe(self, wake: threading.Event) -> Subscription:
+    def subscribe(self, wake: Wake) -> Subscription:
         """Join the hub; `wake` is set whenever there is something to do.
 
         The caller owns `wake` so it can share it with other reasons to wake
@@ -90,6 +97,8 @@ class Hub:
 
     def close(self) -> None:
         """Tell every listener, present and future, that the service stops."""
+        if self._closing:
+            return
         self._closing = True
         self._wake_all()
         log.info("hub closing: %d listeners told to disconnect", self.listener_count)
