@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint demo
+.PHONY: run test lint demo bench
 
 run: $(STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -18,6 +19,14 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/flask --app botmon demo-bot $(DEMO_ARGS)
+
+# The benchmark: botmon beside a reference server; BENCH_ARGS=--quick for ~1 min.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
