@@ -14,6 +14,12 @@ refused_pushes = RefusedPushes.__table__
 
 LATEST_ROW_ID = 1
 
+# Built once: a push is the hot path, and composing these per call cost more
+# than SQLite's own work.
+_INSERT_SNAPSHOT = insert(snapshots)
+_UPDATE_LATEST = update(latest_servers).where(latest_servers.c.id == LATEST_ROW_ID)
+_INSERT_LATEST = insert(latest_servers)
+
 # Old history is deleted by the write that finds it, at most this often, so
 # retention costs one indexed DELETE a minute rather than one per push.
 PRUNE_EVERY_SECONDS = 60.0
@@ -75,24 +81,18 @@ class Store:
 
         def work(connection: Connection) -> int:
             snapshot_id = connection.execute(
-                insert(snapshots).values(
-                    received_at=received_at,
-                    resumen_json=resumen_json,
-                    estado_json=estado_json,
-                    server_count=server_count,
-                )
+                _INSERT_SNAPSHOT,
+                {
+                    "received_at": received_at,
+                    "resumen_json": resumen_json,
+                    "estado_json": estado_json,
+                    "server_count": server_count,
+                },
             ).inserted_primary_key[0]
 
             values = {"snapshot_id": snapshot_id, "servers_json": servers_json}
-            changed = connection.execute(
-                update(latest_servers)
-                .where(latest_servers.c.id == LATEST_ROW_ID)
-                .values(**values)
-            ).rowcount
-            if not changed:
-                connection.execute(
-                    insert(latest_servers).values(id=LATEST_ROW_ID, **values)
-                )
+            if not connection.execute(_UPDATE_LATEST, values).rowcount:
+                connection.execute(_INSERT_LATEST, {"id": LATEST_ROW_ID, **values})
 
             if prune_before is not None:
                 _delete_history_before(connection, prune_before)

@@ -52,14 +52,24 @@ class SerialSocket:
 
     def send(self, data: bytes) -> int:
         with self._lock:
+            # Most frames fit in the socket buffer at once: try that without
+            # arming a timer, which would cost more than the write itself.
             try:
-                with gevent.Timeout(self.send_timeout):
-                    self._raw.sendall(data)
-            except gevent.Timeout:
-                self._raw.close()
-                raise ConnectionAbortedError("listener did not read in time") from None
+                sent = self._raw.send(data, 0, 0.0)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self._send_rest(memoryview(data)[sent:])
             self.bytes_sent += len(data)
         return len(data)
+
+    def _send_rest(self, rest: memoryview) -> None:
+        try:
+            with gevent.Timeout(self.send_timeout):
+                self._raw.sendall(rest)
+        except gevent.Timeout:
+            self._raw.close()
+            raise ConnectionAbortedError("listener did not read in time") from None
 
     def bytes_taken(self) -> int | None:
         """How many bytes the peer has acknowledged, where the OS can tell."""
