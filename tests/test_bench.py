@@ -13,11 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip(
-    "aiohttp", reason="the bench needs its extra: pip install -e '.[bench]'"
-)
-
-from bench.scenarios import SCENARIOS  # noqa: E402
+from bench.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = {"botmon", "reference"}
