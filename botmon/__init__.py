@@ -52,7 +52,11 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
-            tune_sqlite(db.engine, settings.sqlite_synchronous.upper())
+            tune_sqlite(
+                db.engine,
+                settings.sqlite_synchronous.upper(),
+                settings.sqlite_max_pages,
+            )
         db.create_all()
         _replay_latest(botmon)
 

@@ -32,6 +32,9 @@ class Settings:
     max_error_messages: int = 50
     db_lock_timeout_seconds: float = 5.0
     sqlite_synchronous: str = "NORMAL"
+    # 0: no bound but the disk's. A bound keeps botmon from filling a disk it
+    # shares with the bot; when reached, pushes get 503 and nothing else breaks.
+    sqlite_max_pages: int = 0
     ws_ping_interval_seconds: float = 20.0
     ws_send_timeout_seconds: float = 30.0
     ws_compression: bool = False
@@ -66,6 +69,10 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"BOTMON_{name.upper()} must be greater than zero")
+        if self.sqlite_max_pages < 0:
+            raise ConfigError(
+                "BOTMON_SQLITE_MAX_PAGES must not be negative (0: no bound)"
+            )
         if self.db_lock_timeout_seconds < 0:
             raise ConfigError("BOTMON_DB_LOCK_TIMEOUT_SECONDS must not be negative")
         if self.sqlite_synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:

@@ -6,7 +6,7 @@ from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from .database import DatabaseBusy
+from .database import DatabaseBusy, storage_fault
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,31 @@ _HTTP_ERRORS = {
     ),
     500: ("internal_error", "botmon failed unexpectedly; see its log"),
 }
+
+
+# What a failing database means for the caller and what the operator must do.
+# Every one of them is answered only after the transaction was rolled back.
+_STORAGE_ERRORS = {
+    "full": (
+        "storage_full",
+        "botmon's database is full (its disk is out of space, or it reached "
+        "BOTMON_SQLITE_MAX_PAGES); nothing was stored; free disk space, raise "
+        "the bound or shorten BOTMON_HISTORY_RETENTION_DAYS, then resend",
+    ),
+    "read_only": (
+        "storage_read_only",
+        "botmon's database cannot be written (read-only file system or file "
+        "permissions); nothing was stored; make the database file and its "
+        "folder writable for botmon, then resend",
+    ),
+    None: (
+        "storage_unavailable",
+        "botmon cannot use its database right now (I/O error, missing or "
+        "damaged file); nothing was stored; see botmon's log, fix the storage, "
+        "then resend",
+    ),
+}
+_STORAGE_ERRORS["unavailable"] = _STORAGE_ERRORS[None]
 
 
 class ApiError(Exception):
@@ -86,13 +111,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(SQLAlchemyError)
     def _database_error(error: SQLAlchemyError) -> Response:
-        log.error("database error: %s", error, exc_info=error)
-        response = error_response(
-            503,
-            "storage_unavailable",
-            "botmon cannot use its database right now (disk full, read-only or "
-            "missing?); nothing was stored; retry once the operator fixed it",
-        )
+        kind = storage_fault(error)
+        log.error("database error (%s): %s", kind or "unknown", error, exc_info=error)
+        response = error_response(503, *_STORAGE_ERRORS[kind])
         response.headers["Retry-After"] = "30"
         return response
 

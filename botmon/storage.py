@@ -76,7 +76,6 @@ class Store:
         """
         prune_before = None
         if received_at >= self._next_prune:
-            self._next_prune = received_at + PRUNE_EVERY_SECONDS
             prune_before = received_at - self.retention_seconds
 
         def work(connection: Connection) -> int:
@@ -98,7 +97,12 @@ class Store:
                 _delete_history_before(connection, prune_before)
             return snapshot_id
 
-        return self._write(work)
+        snapshot_id = self._write(work)
+        # Only once committed: a push refused by a full disk must not use up
+        # the prune that could free space.
+        if prune_before is not None:
+            self._next_prune = received_at + PRUNE_EVERY_SECONDS
+        return snapshot_id
 
     def latest(self) -> StoredSnapshot | None:
         """The newest snapshot, or None before the first push."""

@@ -16,6 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED_PATH = ROOT / "examples" / "seed.json"
 API_KEY = "test-key-0123456789"
 START_TIMEOUT = 20.0
+# BOTMON_LONG_TESTS=1 runs the load and durability tests at a larger scale.
+LONG_TESTS = os.environ.get("BOTMON_LONG_TESTS", "") == "1"
+
+
+def scaled(short, long):
+    """`long` when BOTMON_LONG_TESTS=1, else `short`."""
+    return long if LONG_TESTS else short
 
 
 def free_port() -> int:
@@ -102,6 +109,13 @@ class LiveServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
+
+    def worker_pid(self) -> int:
+        """The gunicorn worker's PID: the one child of the master we started."""
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        assert len(children) == 1, f"expected one worker, found {children}"
+        return int(children[0])
 
     def log(self) -> str:
         return (
