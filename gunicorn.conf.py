@@ -7,8 +7,11 @@ each other's updates. Until a shared backplane exists, that setting is refused.
 
 import logging
 import os
+import re
 import resource
 import sys
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("BOTMON_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
@@ -25,6 +28,22 @@ timeout = 60
 graceful_timeout = 15
 keepalive = 5
 accesslog = os.environ.get("BOTMON_ACCESS_LOG", "-") or None
+
+
+class RedactingLogger(Logger):
+    """The access log, without the read token a browser or listener put in a URL."""
+
+    _TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "q", "f"):
+            if "token=" in (atoms.get(name) or ""):
+                atoms[name] = self._TOKEN.sub(r"\1[redacted]", atoms[name])
+        return atoms
+
+
+logger_class = RedactingLogger
 errorlog = "-"
 loglevel = os.environ.get("BOTMON_LOG_LEVEL", "info")
 # The control socket lives at one fixed path per user; botmon does not use it,

@@ -38,6 +38,8 @@ class Settings:
     ws_ping_interval_seconds: float = 20.0
     ws_send_timeout_seconds: float = 30.0
     ws_compression: bool = False
+    # When set, reading the numbers (page, GETs, WebSocket) needs this token.
+    read_token: str = ""
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> "Settings":

@@ -8,7 +8,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 MAX_INT64 = 2**63 - 1
 STATUS_MAX_LENGTH = 32
@@ -312,3 +312,116 @@ def _path_segment(key: Any) -> str:
     # An unknown key is the bot's text: name it, but short, and with any lone
     # surrogate escaped so that the answer is always valid UTF-8.
     return str(key)[:64].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# What the API answers. These schemas validate nothing on the way in; they
+# describe each response body for the OpenAPI document, so that the document
+# is derived from the same definitions as the payload it describes.
+
+
+class ErrorSchema(StrictSchema):
+    """Every error under /api/: a short code, a sentence, and the bad fields."""
+
+    error = fields.String(
+        required=True, metadata={"description": "a short code, such as unauthorized"}
+    )
+    message = fields.String(
+        required=True, metadata={"description": "what went wrong and what to do"}
+    )
+    field_messages = fields.Dict(
+        data_key="fields",
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={
+            "description": "on a refused push: one message per bad field, by path "
+            "(servers.3.miembros), at most BOTMON_MAX_ERROR_MESSAGES of them"
+        },
+    )
+    fields_omitted = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "how many more bad fields were left out"},
+    )
+    parameter = fields.String(
+        metadata={"description": "the query parameter that was refused"}
+    )
+
+
+class AcceptedSchema(StrictSchema):
+    """A committed push: the stored snapshot's id and botmon's time of receipt."""
+
+    id = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    recibido_en = UtcTimestamp(required=True)
+
+
+class EstadoResponseSchema(EstadoSchema):
+    """The latest `estado` as sent, plus when it arrived and whether it is stale."""
+
+    recibido_en = UtcTimestamp(
+        required=True, metadata={"description": "when botmon received it"}
+    )
+    obsoleto = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "true when nothing arrived for longer than "
+            "BOTMON_STALE_AFTER_SECONDS, on botmon's clock"
+        },
+    )
+
+
+class RefusalSchema(StrictSchema):
+    """The last refused push: when, its status, and the answer it was given."""
+
+    en = UtcTimestamp(required=True)
+    status = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=400, max=499)
+    )
+    error = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class RefusalsSchema(StrictSchema):
+    """How many pushes were refused, and the last one (null before any)."""
+
+    total = Count(required=True)
+    ultimo = fields.Nested(RefusalSchema, required=True, allow_none=True)
+
+
+class HistoryPointSchema(StrictSchema):
+    """One snapshot of the history: its summary, state and number of guilds."""
+
+    recibido_en = UtcTimestamp(required=True)
+    resumen = fields.Nested(ResumenSchema, required=True)
+    estado = fields.Nested(EstadoSchema, required=True)
+    servers = Count(required=True, metadata={"description": "how many guild rows"})
+
+
+class HistorySchema(StrictSchema):
+    """Snapshots received in a time range, oldest first."""
+
+    since = UtcTimestamp(required=True)
+    until = UtcTimestamp(required=True)
+    limit = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    truncated = fields.Boolean(
+        required=True,
+        metadata={"description": "true when older points of the range were left out"},
+    )
+    points = fields.List(fields.Nested(HistoryPointSchema), required=True)
+
+
+class PageConfigSchema(StrictSchema):
+    """The limits a client needs to judge freshness, and botmon's clock."""
+
+    now = UtcTimestamp(required=True)
+    stale_after_seconds = fields.Float(required=True, validate=validate.Range(min=0))
+    history_retention_days = fields.Float(required=True, validate=validate.Range(min=0))
+    history_max_points = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1)
+    )
+
+
+class HealthSchema(StrictSchema):
+    """The health check: the database answered, and how many are listening."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+    listeners = Count(required=True)

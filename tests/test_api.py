@@ -448,3 +448,25 @@ def test_a_refused_first_push_leaves_botmon_without_metrics(server, seed):
     assert server.get("/api/bot/resumen/").status_code == 404
     assert server.get("/api/bot/estado/").status_code == 404
     assert server.get("/api/bot/servers/").json() == []
+
+
+# Found by fuzzing the history parameters: a range at the start of year 1.
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "until=0001-01-01T00:00:00Z",
+        "until=0001-01-01T12:00:00",
+        "since=0001-01-01T00:00:00Z&until=0001-01-01T00:00:00Z",
+    ],
+)
+def test_history_at_the_earliest_time_is_an_empty_range_not_an_error(
+    shared_server, query
+):
+    response = shared_server.get(f"/api/bot/history/?{query}")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["since"] == "0001-01-01T00:00:00.000000Z"
+    assert body["points"] == []

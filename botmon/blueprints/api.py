@@ -5,14 +5,15 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import ingest, strictjson
-from ..auth import require_bearer_key
+from ..auth import require_bearer_key, require_read_access
 from ..database import DatabaseBusy
 from ..errors import ApiError
+from ..openapi import build_openapi
 from ..schemas import utc_text
 from ..service import service
 
@@ -52,6 +53,18 @@ def json_text_response(text: str, status: int = 200) -> Response:
 def json_response(value: object, status: int = 200) -> Response:
     """Answer with `value` encoded the way snapshots are."""
     return json_text_response(strictjson.dumps(value), status)
+
+
+# Reachable without the read token: the push has its own key, load balancers
+# need the health check, and the document describes how to authenticate.
+PUBLIC_ENDPOINTS = {"api.receive_metrics", "api.health", "api.openapi_document"}
+
+
+@bp.before_request
+def _require_read_token() -> None:
+    if request.endpoint not in PUBLIC_ENDPOINTS:
+        botmon = service()
+        require_read_access(botmon.settings.read_token, botmon.api_key)
 
 
 @bp.post("/bot/metrics/", strict_slashes=False)
@@ -187,6 +200,7 @@ def _no_metrics_yet() -> ApiError:
 
 DEFAULT_HISTORY_SECONDS = 24 * 3600.0
 TIME_TOLERANCE_SECONDS = 1e-6
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 
 
 @bp.get("/bot/history/", strict_slashes=False)
@@ -202,7 +216,8 @@ def history() -> Response:
 
     now = time.time()
     until = _time_param("until", now)
-    since = _time_param("since", until - DEFAULT_HISTORY_SECONDS)
+    # The default range must not reach before year 1, which cannot be written.
+    since = _time_param("since", max(until - DEFAULT_HISTORY_SECONDS, EARLIEST))
     if since > until:
         raise ApiError(
             400, "invalid_range", "'since' must not be later than 'until'; swap them"
@@ -285,3 +300,18 @@ def _limit_param(max_points: int) -> int:
             parameter="limit",
         )
     return int(raw)
+
+
+# The OpenAPI document, built once per app from the marshmallow schemas.
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    """The OpenAPI document of this API, generated from its schemas."""
+    extensions = current_app.extensions
+    if "botmon.openapi" not in extensions:
+        botmon = service()
+        extensions["botmon.openapi"] = strictjson.dumps(
+            build_openapi(botmon.schema, botmon.settings)
+        )
+    return json_text_response(extensions["botmon.openapi"])

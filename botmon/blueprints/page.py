@@ -2,7 +2,10 @@
 
 import re
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, redirect, render_template, request
+
+from ..auth import has_read_cookie, query_token, set_read_cookie
+from ..service import service
 
 bp = Blueprint("page", __name__)
 
@@ -29,6 +32,48 @@ def content_security_policy(host: str) -> str:
             "frame-ancestors 'none'",
         ]
     )
+
+
+TOKEN_NEEDED = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>botmon</title></head>
+<body><h1>botmon</h1>
+<p>{problem} Open <code>/?token=&lt;read token&gt;</code> in this browser, with
+the read token (BOTMON_READ_TOKEN) your team was given. botmon then remembers
+this browser and takes the token out of the address.</p>
+</body></html>
+"""
+
+
+@bp.before_request
+def _require_read_token() -> Response | None:
+    botmon = service()
+    read_token = botmon.settings.read_token
+    if not read_token:
+        return None
+
+    # The token goes into a cookie at once, and the redirect takes it out of
+    # the address bar and the history.
+    given = query_token(read_token, botmon.api_key)
+    if given:
+        response = redirect("/", code=303)
+        set_read_cookie(response, read_token)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    if given is None and has_read_cookie(read_token):
+        return None
+
+    problem = (
+        "That token is not valid."
+        if given is False
+        else "This page needs the read token."
+    )
+    response = Response(
+        TOKEN_NEEDED.format(problem=problem), status=401, mimetype="text/html"
+    )
+    response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = "default-src 'none'"
+    return response
 
 
 @bp.get("/")

@@ -10,11 +10,12 @@ import threading
 import time
 
 import gevent
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.events import Ping
 
+from ..auth import has_read_bearer, has_read_cookie, query_token
 from ..hub import Hub, Message
 from ..service import service
 
@@ -169,6 +170,31 @@ def _refuse_compression() -> None:
     # keep a zlib state of ~300 KiB per connection; the text is built once.
     if request.path.startswith("/ws/") and not service().settings.ws_compression:
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+@bp.before_request
+def _require_read_token() -> Response | None:
+    # Answered before the upgrade, so a client sees a plain HTTP 401.
+    botmon = service()
+    read_token = botmon.settings.read_token
+    if not read_token:
+        return None
+    if (
+        has_read_cookie(read_token)
+        or query_token(read_token, botmon.api_key)
+        or has_read_bearer(read_token, botmon.api_key)
+    ):
+        return None
+
+    log.info("refused a listener from %s: no read token", request.remote_addr)
+    response = Response(
+        "listening needs the read token: the cookie set by opening "
+        "/?token=<read token>, or ?token=<read token> on this URL\n",
+        status=401,
+        mimetype="text/plain",
+    )
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 @sock.route("/ws/bot/metrics/", bp=bp, strict_slashes=False)

@@ -23,6 +23,9 @@ export async function fetchJson(path) {
     cache: "no-store",
     headers: { Accept: "application/json" },
   });
+  // A changed read token or an expired cookie: the page itself then says how
+  // to get in again.
+  if (response.status === 401) location.reload();
   const text = await response.text();
   const finished = Date.now();
   let body = null;
