@@ -145,6 +145,23 @@ class StreamWake:
             gevent.spawn_later(GOODBYE_SECONDS, self._ws.sock.close)
 
 
+class ReaderGreenlet:
+    """Runs simple-websocket's socket reader as a bare greenlet.
+
+    The library asks for a thread class; under the gevent worker a
+    `threading.Thread` is a greenlet wrapped in locks, events and bookkeeping
+    that a reader which only ever runs to its end does not need, and that
+    every idle listener would otherwise carry.
+    """
+
+    def __init__(self, target):
+        self._target = target
+        self.name = "simple_websocket.Base._thread"
+
+    def start(self) -> None:
+        gevent.spawn_raw(self._target)
+
+
 @functools.lru_cache(maxsize=1)
 def text_frame(message: Message) -> bytes:
     """The message as one final, unmasked text frame, built once for everyone.
@@ -254,6 +271,7 @@ def init_app(app) -> None:
         # tell a peer still reading a large snapshot from one that is gone.
         "ping_interval": None,
         "max_message_size": 64 * 1024,
+        "thread_class": ReaderGreenlet,
     }
     app.register_blueprint(bp)
     sock.init_app(app)
