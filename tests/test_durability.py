@@ -9,12 +9,11 @@ told to stop while several pushes are still arriving.
 import itertools
 import json
 import signal
-import sqlite3
 import threading
 import time
 
 import requests
-from conftest import API_KEY, scaled
+from conftest import API_KEY, read_database, scaled
 from test_websocket import finish_post, make_payload, start_post
 
 ROUNDS = scaled(3, 8)
@@ -23,14 +22,6 @@ POSTERS = scaled(4, 8)
 # lands in a stream that is flowing, and the longest a round may take.
 ACKS_BEFORE_KILL = scaled(20, 200)
 ROUND_DEADLINE = 20.0
-
-
-def read_database(path, query: str) -> list[tuple]:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return connection.execute(query).fetchall()
-    finally:
-        connection.close()
 
 
 class Posters:

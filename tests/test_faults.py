@@ -14,11 +14,11 @@ GETs answering the last good state, and stop mattering once the fault is fixed.
 import errno
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import read_database
 from test_websocket import PROMPTLY, listen, make_payload, post_ok, seq_of
 
 READ_PATHS = ["/api/bot/resumen/", "/api/bot/estado/", "/api/bot/servers/"]
@@ -75,14 +75,6 @@ def immutable():
     mark.clear = clear
     yield mark
     clear()
-
-
-def read_database(path: Path, query: str) -> list[tuple]:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return connection.execute(query).fetchall()
-    finally:
-        connection.close()
 
 
 def stored_state(path: Path) -> list[tuple]:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import resource
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 import pytest
 import requests
 import websockets
-from conftest import API_KEY, scaled
+from conftest import API_KEY, read_database, scaled
 from test_websocket import (
     PROMPTLY,
     RawPeer,
@@ -31,14 +30,6 @@ from test_websocket import (
     seq_of,
     wait_for_listeners,
 )
-
-
-def read_database(path, query: str) -> list[tuple]:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return connection.execute(query).fetchall()
-    finally:
-        connection.close()
 
 
 @pytest.fixture(autouse=True, scope="module")
