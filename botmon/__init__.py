@@ -85,10 +85,11 @@ def _replay_latest(botmon: Botmon) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from .blueprints import api, page, websocket
+    from .blueprints import api, metrics, page, websocket
 
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)
+    app.register_blueprint(metrics.bp)
     websocket.init_app(app)
 
 

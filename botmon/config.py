@@ -38,6 +38,12 @@ class Settings:
     ws_ping_interval_seconds: float = 20.0
     ws_send_timeout_seconds: float = 30.0
     ws_compression: bool = False
+    # Prometheus (docs/integrations.md): a series per guild is a label value
+    # per guild, so it is opt-in and bounded to the largest guilds.
+    metrics_per_guild: bool = False
+    metrics_max_guilds: int = 1000
+    # Serve the status badge without the read token, for a public README.
+    badge_public: bool = False
     # When set, reading the numbers (page, GETs, WebSocket) needs this token.
     read_token: str = ""
 
@@ -65,6 +71,7 @@ class Settings:
             "max_body_bytes",
             "max_servers",
             "max_error_messages",
+            "metrics_max_guilds",
             "ws_ping_interval_seconds",
             "ws_send_timeout_seconds",
         ]

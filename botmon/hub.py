@@ -11,9 +11,14 @@ Publishing never waits for a listener; listeners wait for the hub. All the hub
 does to a listener is set the wake object it was given (a `threading.Event`,
 which the gevent worker makes greenlet-aware, or anything with `set()`); it
 knows nothing of Flask or sockets.
+
+The hub can also time its broadcasts (see `Hub.on_broadcast`), for whoever
+wants the figure; it does not know where the figure goes.
 """
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,18 +46,32 @@ class Subscription:
         self._hub = hub
         self.wake = wake
         self.sent_seq = 0
+        # Messages up to this one were published before the listener joined.
+        self.joined_after_seq = hub.latest.seq if hub.latest else 0
 
     def next_message(self) -> Message | None:
         """The newest message this listener has not been given yet, if any."""
         latest = self._hub.latest
         if latest is None or latest.seq <= self.sent_seq:
             return None
+        self._hub._handed_over(self)
         self.sent_seq = latest.seq
         return latest
 
     def close(self) -> None:
         """Leave the hub; safe to call more than once."""
-        self._hub._subscriptions.discard(self)
+        if self in self._hub._subscriptions:
+            self._hub._subscriptions.discard(self)
+            self._hub._handed_over(self)
+
+
+@dataclass
+class _Broadcast:
+    """A publish being timed: how many listeners have yet to take it."""
+
+    seq: int
+    started: float
+    pending: int
 
 
 class Hub:
@@ -62,6 +81,12 @@ class Hub:
         self._subscriptions: set[Subscription] = set()
         self._latest: Message | None = None
         self._closing = False
+        # Called with the seconds from a publish until every listener present
+        # then has been handed it (or a newer message) or has left. One
+        # broadcast is timed at a time: a publish while one is being timed,
+        # or with no one listening, is not timed.
+        self.on_broadcast: Callable[[float], None] | None = None
+        self._timed: _Broadcast | None = None
 
     @property
     def latest(self) -> Message | None:
@@ -92,6 +117,10 @@ class Hub:
         previous = self._latest.seq if self._latest else 0
         message = Message(previous + 1, text)
         self._latest = message
+        if self.on_broadcast and self._timed is None and self._subscriptions:
+            self._timed = _Broadcast(
+                message.seq, time.perf_counter(), len(self._subscriptions)
+            )
         self._wake_all()
         return message
 
@@ -100,6 +129,7 @@ class Hub:
         if self._closing:
             return
         self._closing = True
+        self._timed = None
         self._wake_all()
         log.info("hub closing: %d listeners told to disconnect", self.listener_count)
 
@@ -107,3 +137,23 @@ class Hub:
         # Copy: a listener may leave while we iterate.
         for subscription in list(self._subscriptions):
             subscription.wake.set()
+
+    def _handed_over(self, subscription: Subscription) -> None:
+        """`subscription` takes the newest message, or leaves: time that."""
+        timed = self._timed
+        if timed is None:
+            return
+        # Only the listeners present at the publish are waited for, and each
+        # once: a listener that skips to a newer message has been handed it.
+        joined_before = subscription.joined_after_seq < timed.seq
+        if not joined_before or subscription.sent_seq >= timed.seq:
+            return
+        timed.pending -= 1
+        if timed.pending > 0:
+            return
+        self._timed = None
+        try:
+            self.on_broadcast(time.perf_counter() - timed.started)
+        except Exception:
+            # A figure is not worth a listener: never let it break the stream.
+            log.exception("could not record a broadcast's duration")

@@ -47,6 +47,15 @@ keep up skips to the newest snapshot. The server pings; a peer that neither
 answers nor reads is closed with 1008, and shutdown closes with 1001. When
 BOTMON_READ_TOKEN is set, the upgrade needs the read cookie, `?token=`, or an
 `Authorization: Bearer` header, and is otherwise answered with HTTP 401.
+
+**Prometheus and badges.** Outside /api/ and not listed below, as they answer
+in other formats than JSON: `GET /metrics` is the Prometheus exposition (text
+format 0.0.4, or OpenMetrics when the Accept header asks for it), and
+`GET /badge.svg` and `GET /badge/latency.svg` are SVG status badges (`?label=`
+renames the left half). When BOTMON_READ_TOKEN is set they need it as an
+`Authorization: Bearer` header, `?token=` or the read cookie, and are
+otherwise answered 401 with the `Error` shape; BOTMON_BADGE_PUBLIC=true frees
+the badges. docs/integrations.md describes every series and badge.
 """
 
 ERRORS = {

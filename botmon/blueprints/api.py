@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import ingest, strictjson
+from .. import ingest, strictjson, telemetry
 from ..auth import require_bearer_key, require_read_access
 from ..database import DatabaseBusy
 from ..errors import ApiError
@@ -128,6 +128,14 @@ def _remember_refused_push(response: Response) -> Response:
             )
         except (SQLAlchemyError, DatabaseBusy) as error:
             log.warning("could not record a refused push: %s", error)
+    return response
+
+
+@bp.after_request
+def _count_push(response: Response) -> Response:
+    # Every answer to a push, accepted or refused, for Prometheus.
+    if request.endpoint == "api.receive_metrics":
+        telemetry.count_push(response)
     return response
 
 
