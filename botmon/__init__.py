@@ -24,7 +24,9 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     """Build the botmon app from `environ` (the process environment by default)."""
     environ = dict(os.environ if environ is None else environ)
     app = Flask(__name__, instance_path=environ.get("BOTMON_INSTANCE_PATH") or None)
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    # Owner-only: the folder holds the key file and the database, whose
+    # numbers a team may keep private with a read token.
+    Path(app.instance_path).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     settings = Settings.from_environ(environ)
     database_url = settings.database_url or _default_database_url(app)

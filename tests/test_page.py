@@ -1,6 +1,7 @@
 """The status page at `/`, driven in a real Chromium against a live botmon."""
 
 import copy
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -197,14 +198,37 @@ def test_refused_pushes_are_reported_apart_from_silence(server, seed, open_page)
     page = open_page(server)
     expect(page.locator("#refusal-banner")).to_be_hidden()
 
-    assert server.post(seed, key="wrong-key").status_code == 401
+    broken = copy.deepcopy(seed)
+    broken["estado"]["uptime_dias"] = -1
+    assert server.post(broken).status_code == 400
 
     # Refusals are not broadcast; the page asks for them every few seconds.
     banner = page.locator("#refusal-banner")
     expect(banner).to_be_visible(timeout=10_000)
-    expect(banner).to_contain_text("401")
+    expect(banner).to_contain_text("400")
     expect(banner).to_contain_text("alive")
     expect(page.locator("#silence-banner")).to_be_hidden()
+
+    # Anyone who can reach botmon can send a push without the key: such a
+    # refusal is reported without claiming that the bot sent it.
+    assert server.post(seed, key="wrong-key").status_code == 401
+    expect(banner).to_contain_text("401", timeout=10_000)
+    expect(banner).to_contain_text("wrong or missing API key")
+    expect(banner).not_to_contain_text("alive")
+
+
+def test_large_counts_fit_their_cards(server, seed, open_page):
+    big = copy.deepcopy(seed)
+    big["resumen"]["eventos_procesados_hoy"] = 12_898_123
+    assert server.post(big).status_code == 201
+    page = open_page(server)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    events = page.locator("#events-today")
+    expect(events).to_have_text("12,898,123")
+    # Nothing is cut off with an ellipsis: the text fits its card's line.
+    card_line = events.locator("xpath=..")
+    assert card_line.evaluate("node => node.scrollWidth <= node.clientWidth")
 
 
 def test_it_reconnects_after_a_server_restart(server, seed, open_page):
@@ -346,3 +370,14 @@ def test_everything_comes_from_botmon_itself(server, seed, open_page):
 
     assert any(url.endswith("/static/vendor/uplot/uPlot.iife.min.js") for url in loaded)
     assert all(urlsplit(url).hostname == "127.0.0.1" for url in loaded)
+
+
+def test_a_short_history_spans_the_last_half_hour_not_years(server, seed, open_page):
+    assert server.post(seed).status_code == 201
+    page = open_page(server)
+
+    # With a single point the time axis shows the last half hour, not years.
+    chart = page.locator("#chart-latency")
+    expect(chart).to_have_attribute("data-span-seconds", re.compile(r"\d+"))
+    span = int(chart.get_attribute("data-span-seconds"))
+    assert 1800 <= span <= 2 * 3600

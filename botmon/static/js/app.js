@@ -213,10 +213,12 @@ function renderRefusals(now) {
   $("refusal-banner").hidden = !current;
   if (!current) return;
   const total = state.refusals.total;
-  setText(
-    "refusal-title",
-    `The bot is alive, but its pushes are being refused (${count(total)} refused in all)`,
-  );
+  // A push without the right key may come from a bot with an old key or from
+  // anyone else who can reach botmon: do not claim it was the bot.
+  const who = last.status === 401
+    ? "Pushes with a wrong or missing API key are being refused"
+    : "The bot is alive, but its pushes are being refused";
+  setText("refusal-title", `${who} (${count(total)} refused in all)`);
   setText(
     "refusal-detail",
     `Last refusal ${ago(lastAt, now)} at ${localTime(lastAt)}: ${last.status} ${last.error}: ` +

@@ -27,6 +27,8 @@ function line(label, color, extra = {}) {
   };
 }
 
+const MIN_SPAN_SECONDS = 1800;
+
 class Chart {
   constructor(container, options) {
     this.container = container;
@@ -34,8 +36,7 @@ class Chart {
     this.note.className = "chart-note";
     this.note.textContent = "No history yet: points appear as the bot reports.";
     container.append(this.note);
-    // A lone point would otherwise stretch the time axis over years.
-    const x = { time: true, range: (u, min, max) => (max - min < 600 ? [max - 1800, max + 60] : [min, max]) };
+    const x = { time: true };
     this.plot = new uPlot(
       { width: this.width(), height: HEIGHT, ...options, scales: { x, ...options.scales } },
       options.series.map(() => []),
@@ -50,8 +51,18 @@ class Chart {
   }
 
   setData(data) {
-    this.note.hidden = data[0].length > 0;
+    const times = data[0];
+    this.note.hidden = times.length > 0;
     this.plot.setData(data);
+    // A short history would otherwise be stretched over the whole axis, and
+    // a lone point over years: show at least the last half hour.
+    const last = times[times.length - 1];
+    if (times.length && last - times[0] < MIN_SPAN_SECONDS) {
+      this.plot.setScale("x", { min: last - MIN_SPAN_SECONDS, max: last + 60 });
+    }
+    // The axis is drawn on a canvas; its span is also kept where it can be read.
+    const { min, max } = this.plot.scales.x;
+    this.container.dataset.spanSeconds = String(Math.round(max - min));
   }
 }
 

@@ -101,7 +101,7 @@ export class ServerTable {
     const total = this.rows.length;
     this.counter.textContent = query
       ? `${count(matching.length)} of ${count(total)} servers`
-      : `${count(total)} servers`;
+      : `${count(total)} ${total === 1 ? "server" : "servers"}`;
     this.draw();
   }
 
