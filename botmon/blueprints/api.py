@@ -29,7 +29,6 @@ class SlashOptionalBlueprint(Blueprint):
     """
 
     def add_url_rule(self, rule: str, endpoint=None, view_func=None, **options):
-        options.pop("strict_slashes", None)
         super().add_url_rule(rule, endpoint, view_func, **options)
         if len(rule) > 1 and rule.endswith("/"):
             super().add_url_rule(rule.rstrip("/"), endpoint, view_func, **options)
@@ -67,7 +66,7 @@ def _require_read_token() -> None:
         require_read_access(botmon.settings.read_token, botmon.api_key)
 
 
-@bp.post("/bot/metrics/", strict_slashes=False)
+@bp.post("/bot/metrics/")
 def receive_metrics() -> Response:
     """Accept one push from the bot: 201 once it is committed."""
     botmon = service()
@@ -139,7 +138,7 @@ def _count_push(response: Response) -> Response:
     return response
 
 
-@bp.get("/bot/resumen/", strict_slashes=False)
+@bp.get("/bot/resumen/")
 def latest_resumen() -> Response:
     """The newest `resumen`, with the keys the bot sent."""
     latest = service().store.latest_summary()
@@ -148,7 +147,7 @@ def latest_resumen() -> Response:
     return json_text_response(latest.resumen_json)
 
 
-@bp.get("/bot/estado/", strict_slashes=False)
+@bp.get("/bot/estado/")
 def latest_estado() -> Response:
     """The newest `estado`, when it arrived, and whether the bot went silent."""
     botmon = service()
@@ -164,14 +163,14 @@ def latest_estado() -> Response:
     return json_response(estado)
 
 
-@bp.get("/bot/servers/", strict_slashes=False)
+@bp.get("/bot/servers/")
 def latest_servers() -> Response:
     """The guild rows of the newest push; an empty list before the first."""
     servers_json = service().store.latest_servers_json()
     return json_text_response(servers_json or "[]")
 
 
-@bp.get("/bot/rechazos/", strict_slashes=False)
+@bp.get("/bot/rechazos/")
 def refused_pushes() -> Response:
     """How many pushes were refused, and why the last one was."""
     refusals = service().store.refusals()
@@ -187,7 +186,7 @@ def refused_pushes() -> Response:
     return json_response({"total": refusals.count, "ultimo": last})
 
 
-@bp.get("/health/", strict_slashes=False)
+@bp.get("/health/")
 def health() -> Response:
     """For load balancers: 200 when the database answers, 503 when not."""
     botmon = service()
@@ -211,7 +210,7 @@ TIME_TOLERANCE_SECONDS = 1e-6
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 
 
-@bp.get("/bot/history/", strict_slashes=False)
+@bp.get("/bot/history/")
 def history() -> Response:
     """`resumen` and `estado` received in a time range, oldest first.
 
@@ -247,7 +246,7 @@ def history() -> Response:
     )
 
 
-@bp.get("/bot/config/", strict_slashes=False)
+@bp.get("/bot/config/")
 def page_config() -> Response:
     """The limits a client needs to judge freshness, and botmon's clock.
 
