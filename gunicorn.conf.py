@@ -113,6 +113,11 @@ def post_worker_init(worker) -> None:
 
     gevent.spawn(close_hub_when_stopping)
 
+    # Alerts to a webhook, when BOTMON_ALERT_WEBHOOK_URL is set (docs/alerts.md).
+    from botmon import alerts
+
+    alerts.start(worker.wsgi, lambda: worker.alive)
+
 
 def _tune_garbage_collector() -> None:
     # A fan-out to thousands of listeners allocates a wake-up and a timer per

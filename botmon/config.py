@@ -9,6 +9,7 @@ import os
 import secrets
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,15 @@ class Settings:
     badge_public: bool = False
     # When set, reading the numbers (page, GETs, WebSocket) needs this token.
     read_token: str = ""
+    # Alerts (docs/alerts.md). Empty URL: no alerts. The URL holds the
+    # webhook's secret token, so it is never logged.
+    alert_webhook_url: str = ""
+    alert_down_grace_seconds: float = 60.0
+    alert_refused_after_seconds: float = 120.0
+    alert_check_interval_seconds: float = 5.0
+    alert_timeout_seconds: float = 10.0
+    alert_max_backoff_seconds: float = 300.0
+    alert_max_pending: int = 20
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> "Settings":
@@ -74,6 +84,11 @@ class Settings:
             "metrics_max_guilds",
             "ws_ping_interval_seconds",
             "ws_send_timeout_seconds",
+            "alert_refused_after_seconds",
+            "alert_check_interval_seconds",
+            "alert_timeout_seconds",
+            "alert_max_backoff_seconds",
+            "alert_max_pending",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -86,6 +101,27 @@ class Settings:
             raise ConfigError("BOTMON_DB_LOCK_TIMEOUT_SECONDS must not be negative")
         if self.sqlite_synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
             raise ConfigError("BOTMON_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA")
+        if self.alert_down_grace_seconds < 0:
+            raise ConfigError("BOTMON_ALERT_DOWN_GRACE_SECONDS must not be negative")
+        if self.alert_webhook_url and not _is_web_url(self.alert_webhook_url):
+            # The value is a secret: say what is wrong, never echo it.
+            raise ConfigError(
+                "BOTMON_ALERT_WEBHOOK_URL must be an http:// or https:// address "
+                "with a host, such as Discord's "
+                "https://discord.com/api/webhooks/<id>/<token>; leave it empty "
+                "for no alerts"
+            )
+
+
+def _is_web_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        # Reading the port validates it (a ValueError when out of range).
+        parts.port  # noqa: B018
+    except ValueError:
+        return False
+    has_space = any(char.isspace() for char in url)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname) and not has_space
 
 
 def _parse(name: str, raw: str, kind: type | str) -> object:

@@ -50,3 +50,20 @@ class RefusedPushes(db.Model):
     last_status = db.Column(db.Integer, nullable=False)
     last_error = db.Column(db.String(64), nullable=False)
     last_message = db.Column(db.String(300), nullable=False)
+
+
+class AlertState(db.Model):
+    """The single row holding what the alerts last said, and what is unsent.
+
+    Stored so that a restart neither repeats an alert nor forgets one: the
+    state that was alerted, since when, and the webhook messages decided but
+    not yet delivered, oldest first, as a JSON list of {"seq", "body"}.
+    """
+
+    __tablename__ = "alert_state"
+
+    id = db.Column(db.Integer, primary_key=True)
+    state = db.Column(db.String(16), nullable=False)
+    since = db.Column(db.Float, nullable=False)
+    next_seq = db.Column(db.Integer, nullable=False, default=1)
+    pending_json = db.Column(db.Text, nullable=False, default="[]")

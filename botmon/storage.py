@@ -1,16 +1,18 @@
 """Reading and writing snapshots: the only module that builds SQL."""
 
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from .database import run_in_transaction
-from .models import LatestServers, RefusedPushes, Snapshot
+from .models import AlertState, LatestServers, RefusedPushes, Snapshot
 
 snapshots = Snapshot.__table__
 latest_servers = LatestServers.__table__
 refused_pushes = RefusedPushes.__table__
+alert_state = AlertState.__table__
 
 LATEST_ROW_ID = 1
 
@@ -236,6 +238,126 @@ class Store:
             return Refusals(*row) if row else None
 
         return self._read(work)
+
+    # Alerts: the state last alerted and the messages not yet delivered.
+
+    def open_alert_state(self, now: float) -> "AlertRecord":
+        """The alert record, created as `unknown` since `now` if there is none."""
+
+        def work(connection: Connection) -> AlertRecord:
+            record = _read_alert_state(connection)
+            if record is None:
+                connection.execute(
+                    insert(alert_state).values(
+                        id=LATEST_ROW_ID,
+                        state="unknown",
+                        since=now,
+                        next_seq=1,
+                        pending_json="[]",
+                    )
+                )
+                record = AlertRecord("unknown", now, 1, ())
+            return record
+
+        return self._write(work)
+
+    def alert_state(self) -> "AlertRecord | None":
+        """The alert record, or None before the alerts ever ran."""
+        return self._read(_read_alert_state)
+
+    def save_alert(
+        self,
+        expected_state: str,
+        state: str,
+        since: float,
+        body_json: str | None,
+        max_pending: int,
+    ) -> "tuple[bool, int]":
+        """Move the alert state on and queue its message, in one transaction.
+
+        Nothing changes unless the stored state is still `expected_state`.
+        Returns whether it changed and how many of the oldest undelivered
+        messages were dropped to keep at most `max_pending`.
+        """
+
+        def work(connection: Connection) -> tuple[bool, int]:
+            record = _read_alert_state(connection)
+            if record is None or record.state != expected_state:
+                return False, 0
+            pending = [{"seq": p.seq, "body": p.body_json} for p in record.pending]
+            next_seq = record.next_seq
+            if body_json is not None:
+                pending.append({"seq": next_seq, "body": body_json})
+                next_seq += 1
+            dropped = max(0, len(pending) - max_pending)
+            connection.execute(
+                update(alert_state)
+                .where(alert_state.c.id == LATEST_ROW_ID)
+                .values(
+                    state=state,
+                    since=since,
+                    next_seq=next_seq,
+                    pending_json=json.dumps(pending[dropped:]),
+                )
+            )
+            return True, dropped
+
+        return self._write(work)
+
+    def ack_alert(self, seq: int) -> None:
+        """Forget the undelivered message `seq`: it was delivered or dropped."""
+
+        def work(connection: Connection) -> None:
+            record = _read_alert_state(connection)
+            if record is None:
+                return
+            pending = [
+                {"seq": p.seq, "body": p.body_json}
+                for p in record.pending
+                if p.seq != seq
+            ]
+            connection.execute(
+                update(alert_state)
+                .where(alert_state.c.id == LATEST_ROW_ID)
+                .values(pending_json=json.dumps(pending))
+            )
+
+        self._write(work)
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    """A webhook message decided but not yet delivered."""
+
+    seq: int
+    body_json: str
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """The state the alerts last reported, since when, and what is unsent."""
+
+    state: str
+    since: float
+    next_seq: int
+    pending: tuple[PendingAlert, ...]
+
+
+def _read_alert_state(connection: Connection) -> AlertRecord | None:
+    row = connection.execute(
+        select(
+            alert_state.c.state,
+            alert_state.c.since,
+            alert_state.c.next_seq,
+            alert_state.c.pending_json,
+        ).where(alert_state.c.id == LATEST_ROW_ID)
+    ).first()
+    if row is None:
+        return None
+    pending = tuple(
+        PendingAlert(item["seq"], item["body"]) for item in json.loads(row[3])
+    )
+    return AlertRecord(row[0], row[1], row[2], pending)
 
 
 def _delete_history_before(connection: Connection, before: float) -> int:
