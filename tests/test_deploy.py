@@ -32,7 +32,7 @@ DEPLOY = ROOT / "deploy"
 UNIT_PATH = DEPLOY / "botmon.service"
 DOCKERFILE_PATH = DEPLOY / "Dockerfile"
 ENV_EXAMPLE_PATH = DEPLOY / "botmon.env.example"
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0  # strace slows the start several times over
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 STRACE = shutil.which("strace")
 needs_systemd_analyze = pytest.mark.skipif(
@@ -201,10 +201,10 @@ class UnitRun:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log()
             try:
-                response = requests.get(self.url + "/api/health/", timeout=2)
+                response = requests.get(self.url + "/api/health/", timeout=5)
                 if response.ok:
                     return response
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.1)
         raise AssertionError(
@@ -506,9 +506,9 @@ def image_server(image_layout, tmp_path):
     while time.monotonic() < deadline:
         assert process.poll() is None, (tmp_path / "botmon.log").read_text()
         try:
-            requests.get(url + "/api/health/", timeout=2)
+            requests.get(url + "/api/health/", timeout=5)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.1)
     yield process, env, url
     if process.poll() is None:

@@ -69,7 +69,6 @@ class FakeClient:
         self.guilds = guilds
         self.latency = latency
         self.status = Status.online
-        self.user = "botmon-test#0001"
         self.ready = False
         self.closed = False
         self._waiters: dict[str, list[tuple[asyncio.Future, object]]] = {}
