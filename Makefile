@@ -12,7 +12,7 @@ run: $(STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: $(STAMP)
-	scripts/ensure-chromium
+	scripts/ensure-test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
