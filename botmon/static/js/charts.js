@@ -56,8 +56,9 @@ class Chart {
     this.plot.setData(data);
     // A short history would otherwise be stretched over the whole axis, and
     // a lone point over years: show at least the last half hour.
+    if (!times.length) return;
     const last = times[times.length - 1];
-    if (times.length && last - times[0] < MIN_SPAN_SECONDS) {
+    if (last - times[0] < MIN_SPAN_SECONDS) {
       this.plot.setScale("x", { min: last - MIN_SPAN_SECONDS, max: last + 60 });
     }
     // The axis is drawn on a canvas; its span is also kept where it can be read.
