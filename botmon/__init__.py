@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
 
-from .config import Settings, load_api_key
+from .config import ConfigError, Settings, load_api_key
 from .database import db, sqlite_engine_options, tune_sqlite
 from .errors import register_error_handlers
 from .hub import Hub
@@ -59,14 +60,30 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
                 settings.sqlite_synchronous.upper(),
                 settings.sqlite_max_pages,
             )
-        db.create_all()
-        _replay_latest(botmon)
+        _open_database(database_url, botmon)
 
     register_error_handlers(app)
     _register_blueprints(app)
     _register_commands(app)
     _log_settings(database_url, settings, botmon)
     return app
+
+
+def _open_database(database_url: str, botmon: Botmon) -> None:
+    try:
+        db.create_all()
+        _replay_latest(botmon)
+    except SQLAlchemyError as error:
+        reason = getattr(error, "orig", None) or error
+        raise ConfigError(
+            f"cannot open the database {_without_password(database_url)}: "
+            f"{reason}; check that its folder exists and is writable by this "
+            "user, or set BOTMON_DATABASE_URL"
+        ) from error
+
+
+def _without_password(database_url: str) -> str:
+    return database_url.split("@")[-1] if "@" in database_url else database_url
 
 
 def _default_database_url(app: Flask) -> str:
@@ -102,7 +119,7 @@ def _register_commands(app: Flask) -> None:
 
 
 def _log_settings(database_url: str, settings: Settings, botmon: Botmon) -> None:
-    safe_url = database_url.split("@")[-1] if "@" in database_url else database_url
+    safe_url = _without_password(database_url)
     log.info(
         "botmon ready: database %s, stale after %gs, history %g days, "
         "at most %d servers and %d bytes per push",

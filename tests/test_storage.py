@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
+from conftest import LiveServer
 
 from botmon import create_app
 from botmon.database import db
@@ -289,3 +290,24 @@ def test_pushes_waiting_for_the_lock_all_succeed_when_it_is_released(
     assert len({response.json()["id"] for response in responses}) == 5
     count = read_database(server.database_path, "SELECT count(*) FROM snapshots")
     assert count == [(6,)]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"BOTMON_DATABASE_URL": "sqlite:///{tmp}/missing/botmon.sqlite3"},
+            "cannot open the database",
+        ),
+        ({"BOTMON_STALE_AFTER_SECONDS": "abc"}, "BOTMON_STALE_AFTER_SECONDS"),
+    ],
+)
+def test_a_start_it_cannot_make_ends_with_one_clear_line(tmp_path, env, message):
+    env = {name: value.format(tmp=tmp_path) for name, value in env.items()}
+    server = LiveServer(tmp_path / "instance", env)
+
+    with pytest.raises(RuntimeError, match="exited at start"):
+        server.start()
+
+    assert f"cannot start: {message}" in server.log()
+    assert "Traceback" not in server.log()
