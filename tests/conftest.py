@@ -32,6 +32,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    """Poll `condition` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def read_database(path, query: str) -> list[tuple]:
     """Run `query` on a botmon database file, read-only, from outside botmon."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import API_KEY, ROOT, free_port, read_database
+from conftest import API_KEY, ROOT, free_port, read_database, wait_for
 from websockets.sync.client import connect
 
 from botmon import create_app
@@ -452,16 +452,6 @@ def alert_env(webhook: FakeWebhook, **extra: str) -> dict[str, str]:
         "BOTMON_ALERT_MAX_BACKOFF_SECONDS": "1",
         **extra,
     }
-
-
-def wait_for(condition, timeout: float = WAIT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def push_for(server, seconds: float, seed: dict, key: str = API_KEY) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 import requests
-from conftest import API_KEY, LiveServer
+from conftest import API_KEY, LiveServer, wait_for
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 READ_PATHS = ["/api/bot/resumen/", "/api/bot/estado/", "/api/bot/servers/"]
@@ -35,16 +35,6 @@ def post_raw(server, body: bytes, headers: dict[str, str], path=None, **kwargs):
     """POST exactly these headers (requests adds only its defaults)."""
     url = server.url + (path or "/api/bot/metrics/")
     return requests.post(url, data=body, headers=headers, timeout=30, **kwargs)
-
-
-def wait_for(condition, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"still false after {timeout} s")
 
 
 # The seed payload, byte for byte.

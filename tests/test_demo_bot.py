@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
-from conftest import API_KEY, ROOT, free_port
+from conftest import API_KEY, ROOT, free_port, wait_for
 
 from botmon import create_app, strictjson
 from botmon.demo import DemoBot, encode
@@ -57,16 +57,6 @@ def scripts_of(text: str) -> set[str]:
 def snapshot_rows(database_path) -> int:
     with sqlite3.connect(database_path) as connection:
         return connection.execute("SELECT count(*) FROM snapshots").fetchone()[0]
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_demo_bot_feeds_a_live_server(server, tmp_path):

@@ -13,7 +13,7 @@ import threading
 import time
 
 import requests
-from conftest import API_KEY, read_database, scaled
+from conftest import API_KEY, read_database, scaled, wait_for
 from test_websocket import finish_post, make_payload, start_post
 
 ROUNDS = scaled(3, 8)
@@ -78,13 +78,6 @@ class Posters:
             return len(self.acknowledged)
 
 
-def wait_for(condition, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.01)
-
-
 def test_sigkill_mid_stream_loses_no_acknowledged_snapshot(server):
     numbers = itertools.count(1)
     acknowledged: dict[int, int] = {}
@@ -94,7 +87,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_snapshot(server):
             wait_for(
                 lambda: posters.count() >= ACKS_BEFORE_KILL,
                 ROUND_DEADLINE,
-                f"round {round_number}: only {posters.count()} pushes acknowledged",
+                f"{ACKS_BEFORE_KILL} acknowledged pushes in round {round_number}",
             )
             server.kill()
         assert posters.failures == []

@@ -86,15 +86,6 @@ def open_page(browser):
     assert watch.errors == []
 
 
-def wait_for(predicate, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{message} not met within {timeout} s")
-
-
 def with_servers(seed: dict, servers: list[dict]) -> dict:
     payload = copy.deepcopy(seed)
     payload["servers"] = servers
