@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 import requests
-from conftest import API_KEY
+from conftest import API_KEY, wait_for
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -36,16 +36,6 @@ HOSTILE_NAMES = [
     "\u202eمرحبا 🎉",
     "} 1\nfake_metric 42",
 ]
-
-
-def deadline_poll(predicate, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{message} not met within {timeout} s")
 
 
 class Scrape:
@@ -187,9 +177,9 @@ def test_the_stale_flag_follows_botmons_clock(start_server, seed_bytes):
         return result
 
     consistent_scrape()
-    deadline_poll(
+    wait_for(
         lambda: consistent_scrape().value("botmon_bot_stale") == 1,
-        message="stale after 1 s",
+        what="stale after 1 s",
     )
     assert server.get("/api/bot/estado/").json()["obsoleto"] is True
     # The numbers stay: they are the last known ones, flagged as stale.
@@ -253,29 +243,29 @@ def test_listeners_are_counted_and_broadcasts_timed(server, seed_bytes):
 
     with connect(server.ws_url, open_timeout=10) as first:
         with connect(server.ws_url, open_timeout=10):
-            deadline_poll(
+            wait_for(
                 lambda: scrape(server).value("botmon_listeners") == 2,
-                message="two listeners",
+                what="two listeners",
             )
             assert server.post(seed_bytes).status_code == 201
             assert json.loads(first.recv(timeout=10))["estado"]["status"] == "online"
 
-            result = deadline_poll(
+            result = wait_for(
                 lambda: (
                     (r := scrape(server)).value("botmon_broadcast_seconds_count") == 1
                     and r
                 ),
-                message="one broadcast timed",
+                what="one broadcast timed",
             )
             assert 0 < result.value("botmon_broadcast_seconds_sum") < 10
             assert result.value("botmon_broadcast_seconds_bucket", le="+Inf") == 1
-        deadline_poll(
+        wait_for(
             lambda: scrape(server).value("botmon_listeners") == 1,
-            message="one listener left",
+            what="one listener left",
         )
-    deadline_poll(
+    wait_for(
         lambda: scrape(server).value("botmon_listeners") == 0,
-        message="no listener left",
+        what="no listener left",
     )
 
 
