@@ -89,6 +89,15 @@ def query_token(read_token: str, api_key: str) -> bool | None:
     return _is_read_secret(given.strip(), read_token, api_key)
 
 
+def has_read_access(read_token: str, api_key: str) -> bool:
+    """Whether the request carries any read credential: bearer, cookie or ?token=."""
+    return (
+        bool(query_token(read_token, api_key))
+        or has_read_bearer(read_token, api_key)
+        or has_read_cookie(read_token)
+    )
+
+
 def require_read_access(read_token: str, api_key: str) -> None:
     """Raise a 401 ApiError unless a read of the API carries a read credential.
 

@@ -15,7 +15,7 @@ import time
 from flask import Blueprint, Response, request
 
 from .. import badge, telemetry
-from ..auth import has_read_bearer, has_read_cookie, query_token
+from ..auth import has_read_access, query_token
 from ..errors import ApiError
 from ..service import service
 
@@ -44,15 +44,10 @@ def _require_read_token() -> None:
         return
     if request.endpoint in BADGE_ENDPOINTS and botmon.settings.badge_public:
         return
-    given = query_token(read_token, botmon.api_key)
-    if (
-        given
-        or has_read_bearer(read_token, botmon.api_key)
-        or has_read_cookie(read_token)
-    ):
+    if has_read_access(read_token, botmon.api_key):
         return
 
-    if given is False:
+    if query_token(read_token, botmon.api_key) is False:
         reason = "the token in the address is not the read token (BOTMON_READ_TOKEN)"
     elif request.headers.get("Authorization"):
         reason = (

@@ -15,7 +15,7 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.events import Ping
 
-from ..auth import has_read_bearer, has_read_cookie, query_token
+from ..auth import has_read_access
 from ..hub import Hub, Message
 from ..service import service
 
@@ -196,11 +196,7 @@ def _require_read_token() -> Response | None:
     read_token = botmon.settings.read_token
     if not read_token:
         return None
-    if (
-        has_read_cookie(read_token)
-        or query_token(read_token, botmon.api_key)
-        or has_read_bearer(read_token, botmon.api_key)
-    ):
+    if has_read_access(read_token, botmon.api_key):
         return None
 
     log.info("refused a listener from %s: no read token", request.remote_addr)
