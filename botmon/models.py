@@ -67,3 +67,18 @@ class AlertState(db.Model):
     since = db.Column(db.Float, nullable=False)
     next_seq = db.Column(db.Integer, nullable=False, default=1)
     pending_json = db.Column(db.Text, nullable=False, default="[]")
+
+
+class Lease(db.Model):
+    """A named lease: which process holds it, and until when (epoch seconds).
+
+    With several processes, only the holder of the "alerts" lease evaluates
+    and delivers the alerts, so each change is announced once, not once per
+    process.
+    """
+
+    __tablename__ = "leases"
+
+    name = db.Column(db.String(64), primary_key=True)
+    holder = db.Column(db.String(128), nullable=False)
+    expires_at = db.Column(db.Float, nullable=False)

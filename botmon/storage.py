@@ -3,16 +3,18 @@
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from .database import run_in_transaction
-from .models import AlertState, LatestServers, RefusedPushes, Snapshot
+from .models import AlertState, LatestServers, Lease, RefusedPushes, Snapshot
 
 snapshots = Snapshot.__table__
 latest_servers = LatestServers.__table__
 refused_pushes = RefusedPushes.__table__
 alert_state = AlertState.__table__
+leases = Lease.__table__
 
 LATEST_ROW_ID = 1
 
@@ -323,6 +325,72 @@ class Store:
             )
 
         self._write(work)
+
+    # Leases: which one of several processes does a job that must run once.
+
+    def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Take the lease `name` until `now + ttl`, or renew it; True if held.
+
+        It is taken when nobody holds it or its holder let it expire, and
+        renewed when `holder` already holds it, expired or not (nobody else
+        took it meanwhile). Safe with several processes trying at once: on
+        SQLite the write lock serializes them; on PostgreSQL the UPDATE waits
+        for a competing one and re-checks its condition against the row that
+        one committed, and of two INSERTs racing for a free name one finds
+        the other's row and inserts nothing.
+        """
+        values = {"holder": holder, "expires_at": now + ttl}
+
+        def work(connection: Connection) -> bool:
+            taken = connection.execute(
+                update(leases)
+                .where(
+                    leases.c.name == name,
+                    or_(leases.c.holder == holder, leases.c.expires_at <= now),
+                )
+                .values(**values)
+            ).rowcount
+            if taken:
+                return True
+            inserted = connection.execute(
+                _insert_unless_present(connection, leases, ["name"]).values(
+                    name=name, **values
+                )
+            ).rowcount
+            return inserted == 1
+
+        return self._write(work)
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give the lease up, if `holder` holds it, so another takes it at once."""
+
+        def work(connection: Connection) -> bool:
+            return bool(
+                connection.execute(
+                    delete(leases).where(
+                        leases.c.name == name, leases.c.holder == holder
+                    )
+                ).rowcount
+            )
+
+        return self._write(work)
+
+
+def _insert_unless_present(connection: Connection, table, key: list[str]):
+    """An INSERT that does nothing when a row with the same `key` exists.
+
+    Another process may insert the same key between our look and our insert;
+    this turns that into "nothing inserted" instead of an error that would
+    roll back the transaction (and, on PostgreSQL, poison it).
+    """
+    dialects = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+    build = dialects.get(connection.dialect.name)
+    if build is None:
+        raise NotImplementedError(
+            f"botmon stores its data in SQLite or PostgreSQL, not "
+            f"{connection.dialect.name}: set BOTMON_DATABASE_URL to one of those"
+        )
+    return build(table).on_conflict_do_nothing(index_elements=key)
 
 
 @dataclass(frozen=True)
