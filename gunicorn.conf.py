@@ -129,6 +129,15 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
+def worker_exit(server, worker) -> None:
+    """Release the alerts lease, so another botmon process sends them at once."""
+    from botmon import alerts
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        alerts.stop(app)
+
+
 def worker_int(worker) -> None:
     """On a quick stop (SIGINT, SIGQUIT), still close the WebSockets with 1001."""
     # gunicorn lets the worker run for a tenth of a second after this hook,

@@ -7,11 +7,13 @@ Three parts, each small enough to test alone:
   last refusal), the next state and the message that announces it, if any.
 - `classify` and `backoff`, pure too: what a webhook's answer means for the
   message (delivered, retry after how long, or never deliverable).
-- `AlertLoop`, two greenlets in the worker. One evaluates every check
-  interval and commits each state change together with its message; the
-  other delivers the stored messages in order, retrying with backoff. Only
-  the second ever waits on the webhook, never while holding a database
-  connection, so a slow webhook delays nothing but later alerts.
+- `AlertLoop`, greenlets in the worker. One evaluates every check interval
+  and commits each state change together with its message; another delivers
+  the stored messages in order, retrying with backoff. Only the second ever
+  waits on the webhook, never while holding a database connection, so a
+  slow webhook delays nothing but later alerts. A third keeps the alerts
+  lease (botmon.lease): of several processes sharing the database, only the
+  one holding it evaluates and delivers, so each change is announced once.
 
 The design and its settings are described in docs/alerts.md.
 """
@@ -32,6 +34,7 @@ import gevent.event
 import requests
 
 from .config import Settings
+from .lease import LeaseKeeper
 from .storage import PendingAlert, Refusals, Store
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,9 @@ REFUSAL_SHOWN_LIMIT = 400
 # How much of a webhook's answer is read: enough for Discord's rate-limit body.
 ANSWER_READ_LIMIT = 64 * 1024
 FIRST_BACKOFF_SECONDS = 1.0
+LEASE_NAME = "alerts"
+# Where the running loop is kept in app.extensions, for `stop`.
+EXTENSION_KEY = "botmon.alerts"
 USER_AGENT = "botmon-alerts (self-hosted Discord bot monitor)"
 
 
@@ -425,7 +431,7 @@ class _Trouble:
 
 
 class AlertLoop:
-    """Evaluates the bot's state and delivers the alerts, in two greenlets."""
+    """Evaluates the bot's state and delivers the alerts while holding the lease."""
 
     def __init__(
         self,
@@ -440,11 +446,39 @@ class AlertLoop:
         self.running = running
         self.rules = Rules.from_settings(settings)
         self.watching_since = time.time()
+        self.lease = LeaseKeeper(
+            store,
+            LEASE_NAME,
+            settings.alert_lease_seconds,
+            retry_every=settings.alert_check_interval_seconds,
+            running=running,
+        )
         self._wake = gevent.event.Event()
+        # Clear while a message is being sent and not yet recorded as sent.
+        self._settled = gevent.event.Event()
+        self._settled.set()
 
     def start(self) -> None:
+        # The keeper first: its first try ends before the evaluator's first
+        # look on SQLite, so a single process alerts from its first check.
+        gevent.spawn(self._in_app, self._keep_lease)
         gevent.spawn(self._in_app, self._evaluate_forever)
         gevent.spawn(self._in_app, self._deliver_forever)
+
+    def _keep_lease(self) -> None:
+        self.lease.keep()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop alerting here and release the lease, so another process goes on.
+
+        A message being sent is first let finish and recorded (within the
+        alert timeout): released earlier, the next holder would send it again.
+        """
+        self.lease.stop_holding()
+        self._settled.wait(self.settings.alert_timeout_seconds)
+        with self.app.app_context():
+            self.lease.release()
 
     def _in_app(self, loop: Callable[[], None]) -> None:
         with self.app.app_context():
@@ -454,11 +488,12 @@ class AlertLoop:
         interval = self.settings.alert_check_interval_seconds
         trouble = _Trouble("evaluate the bot's alert state")
         while self.running():
-            try:
-                self.evaluate(time.time())
-                trouble.cleared()
-            except Exception:
-                trouble.failed()
+            if self.lease.held():
+                try:
+                    self.evaluate(time.time())
+                    trouble.cleared()
+                except Exception:
+                    trouble.failed()
             time.sleep(interval)
 
     def evaluate(self, now: float) -> Decision | None:
@@ -506,6 +541,9 @@ class AlertLoop:
         trouble = _Trouble("read the undelivered alerts")
         while self.running():
             self._wake.clear()
+            if not self.lease.held():
+                self._wake.wait(self.settings.alert_check_interval_seconds)
+                continue
             try:
                 record = self.store.alert_state()
                 trouble.cleared()
@@ -517,19 +555,23 @@ class AlertLoop:
                 continue
 
             message = record.pending[0]
-            verdict, reason = self._attempt(message)
-            if verdict.delivered or verdict.drop:
-                if verdict.drop:
-                    log.error(
-                        "the webhook refused alert %d for good (%s); dropped it",
-                        message.seq,
-                        reason,
-                    )
-                else:
-                    log.info("alert %d delivered", message.seq)
-                self._forget(message)
-                failures = 0
-                continue
+            self._settled.clear()
+            try:
+                verdict, reason = self._attempt(message)
+                if verdict.delivered or verdict.drop:
+                    if verdict.drop:
+                        log.error(
+                            "the webhook refused alert %d for good (%s); dropped it",
+                            message.seq,
+                            reason,
+                        )
+                    else:
+                        log.info("alert %d delivered", message.seq)
+                    self._forget(message)
+                    failures = 0
+                    continue
+            finally:
+                self._settled.set()
 
             failures += 1
             most = self.settings.alert_max_backoff_seconds
@@ -546,12 +588,20 @@ class AlertLoop:
             time.sleep(wait)
 
     def _attempt(self, message: PendingAlert) -> tuple[Verdict, str]:
-        """One POST of `message` to the webhook, bounded in time as a whole."""
+        """One POST of `message` to the webhook, bounded in time as a whole.
+
+        The bound is the alert timeout, or the time left on the lease if that
+        is shorter: once the lease may pass to another process, which would
+        send the same message, this one must no longer be sending it.
+        """
         timeout = self.settings.alert_timeout_seconds
+        bound = min(timeout, self.lease.remaining())
+        if bound <= 0:
+            return Verdict(), "the alerts lease ended before the attempt"
         try:
             # requests bounds each connect and read; this bounds the whole,
             # so a server trickling its answer cannot hold the message longer.
-            with gevent.Timeout(timeout, WebhookTimeout):
+            with gevent.Timeout(bound, WebhookTimeout):
                 with requests.post(
                     self.settings.alert_webhook_url,
                     data=message.body_json.encode(),
@@ -566,6 +616,8 @@ class AlertLoop:
                     body = response.raw.read(ANSWER_READ_LIMIT, decode_content=True)
                     status, headers = response.status_code, dict(response.headers)
         except WebhookTimeout:
+            if bound < timeout:
+                return Verdict(), f"no answer within {bound:g} s, the lease's end"
             return Verdict(), f"no answer within {timeout:g} s"
         except requests.RequestException as error:
             # The exception's text can hold the URL, and so the token.
@@ -610,12 +662,25 @@ def start(app, running: Callable[[], bool]) -> AlertLoop | None:
     rules = Rules.from_settings(settings)
     log.info(
         "alerts on: webhook at %s; down after %gs without a push, refused "
-        "after %gs of refused pushes, checked every %gs",
+        "after %gs of refused pushes, checked every %gs by the process "
+        "holding the alerts lease (%gs)",
         parts.hostname,
         rules.down_after,
         rules.refused_limit,
         settings.alert_check_interval_seconds,
+        settings.alert_lease_seconds,
     )
     loop = AlertLoop(app, settings, botmon.store, running)
+    app.extensions[EXTENSION_KEY] = loop
     loop.start()
     return loop
+
+
+def stop(app) -> None:
+    """Release the alerts lease on a clean stop, so another process takes over.
+
+    At once, rather than when the lease would have expired.
+    """
+    loop = app.extensions.get(EXTENSION_KEY)
+    if loop is not None:
+        loop.stop()

@@ -56,6 +56,9 @@ class Settings:
     alert_timeout_seconds: float = 10.0
     alert_max_backoff_seconds: float = 300.0
     alert_max_pending: int = 20
+    # With several processes, only the holder of this lease sends alerts; a
+    # holder that dies is replaced once it expires.
+    alert_lease_seconds: float = 30.0
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> "Settings":
@@ -89,6 +92,7 @@ class Settings:
             "alert_timeout_seconds",
             "alert_max_backoff_seconds",
             "alert_max_pending",
+            "alert_lease_seconds",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -103,6 +107,15 @@ class Settings:
             raise ConfigError("BOTMON_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA")
         if self.alert_down_grace_seconds < 0:
             raise ConfigError("BOTMON_ALERT_DOWN_GRACE_SECONDS must not be negative")
+        if self.alert_lease_seconds <= max(
+            self.alert_check_interval_seconds, self.alert_timeout_seconds
+        ):
+            raise ConfigError(
+                "BOTMON_ALERT_LEASE_SECONDS must be greater than both "
+                "BOTMON_ALERT_CHECK_INTERVAL_SECONDS and "
+                "BOTMON_ALERT_TIMEOUT_SECONDS: the process sending the alerts "
+                "checks, and finishes each webhook request, within its lease"
+            )
         if self.alert_webhook_url and not _is_web_url(self.alert_webhook_url):
             # The value is a secret: say what is wrong, never echo it.
             raise ConfigError(
