@@ -351,12 +351,14 @@ class FakeWebhook:
 
     `script` gives the answers to the first requests, in order: "ok" (204),
     ("429", seconds) with Retry-After and Discord's JSON body, or "hang"
-    (never answer, until the test ends). Later requests get 204.
+    (never answer, until the test ends). Later requests get 204. `delay`
+    holds every answer back that many seconds, as a slow webhook would.
     """
 
-    def __init__(self, script=(), port: int | None = None):
+    def __init__(self, script=(), port: int | None = None, delay: float = 0.0):
         self.port = port or free_port()
         self.script = list(script)
+        self.delay = delay
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -383,6 +385,7 @@ class FakeWebhook:
                     webhook.release.wait(HANG_CAP_SECONDS)
                     self.close_connection = True
                     return
+                time.sleep(webhook.delay)
                 if answer == "ok":
                     self.send_response(204)
                     self.end_headers()
@@ -431,8 +434,8 @@ def webhooks():
     """Fake webhooks, each started by the test (or not, to be unreachable)."""
     made: list[FakeWebhook] = []
 
-    def make(script=(), port=None) -> FakeWebhook:
-        webhook = FakeWebhook(script, port)
+    def make(script=(), port=None, delay=0.0) -> FakeWebhook:
+        webhook = FakeWebhook(script, port, delay)
         made.append(webhook)
         return webhook
 
