@@ -99,7 +99,8 @@ def _replay_latest(botmon: Botmon) -> None:
     latest = botmon.store.latest()
     if latest is not None:
         botmon.hub.publish(
-            compose(latest.resumen_json, latest.estado_json, latest.servers_json)
+            compose(latest.resumen_json, latest.estado_json, latest.servers_json),
+            latest.id,
         )
 
 
