@@ -1,8 +1,11 @@
-"""How botmon runs in production: one gevent worker that holds the live hub.
+"""How botmon runs in production: gevent workers, each holding a live hub.
 
-Every listener of a worker hears only the snapshots that worker receives, so
-more than one worker process would split the listeners into groups that miss
-each other's updates. Until a shared backplane exists, that setting is refused.
+Every listener of a worker hears the snapshots that worker's hub is given. On
+its own a worker's hub hears only that worker's pushes, so without a shared
+backplane more than one worker would split the listeners into groups that miss
+each other's updates, and that setting is refused. With BOTMON_REDIS_URL set,
+each worker runs the backplane (botmon/backplane.py) and any worker count is
+allowed.
 """
 
 import gc
@@ -17,8 +20,8 @@ from gunicorn.glogging import Logger
 bind = os.environ.get("BOTMON_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
 # gunicorn reads WEB_CONCURRENCY (set by some hosts) only when this file sets
-# no worker count; read it here too, so that asking for more is refused below
-# rather than ignored. BOTMON_WORKERS=1 overrides it.
+# no worker count; read it here too, so that asking for more without a
+# backplane is refused below rather than ignored. BOTMON_WORKERS overrides it.
 workers = int(
     os.environ.get("BOTMON_WORKERS") or os.environ.get("WEB_CONCURRENCY") or "1"
 )
@@ -60,16 +63,21 @@ logging.basicConfig(
 STOP_POLL_SECONDS = 0.2
 GC_YOUNG_THRESHOLD = 50_000
 ONE_WORKER = (
-    "botmon keeps its listeners in one process: run it with one worker "
+    "botmon keeps its listeners in one process unless workers share a "
+    "backplane: set BOTMON_REDIS_URL to run several workers, or run one "
     "(BOTMON_WORKERS=1, no -w/--workers or WEB_CONCURRENCY above 1)"
 )
+
+
+def _has_backplane() -> bool:
+    return bool(os.environ.get("BOTMON_REDIS_URL", "").strip())
 
 
 def on_starting(server) -> None:
     """Refuse settings that would split listeners, and raise the file limit."""
     from gunicorn.workers.ggevent import GeventWorker
 
-    if server.cfg.workers != 1:
+    if server.cfg.workers != 1 and not _has_backplane():
         server.log.error(ONE_WORKER)
         sys.exit(1)
     if server.worker_class is not GeventWorker:
@@ -93,14 +101,15 @@ def _raise_open_file_limit(server, wanted: int) -> None:
 
 
 def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
-    """Stay at one worker when a running master is asked for more (SIGTTIN)."""
-    if old_value is not None and new_value > 1:
+    """Without a backplane, stay at one worker when asked for more (SIGTTIN)."""
+    if old_value is not None and new_value > 1 and not _has_backplane():
         server.log.error("%s; staying at one worker", ONE_WORKER)
         server.num_workers = 1
 
 
 def post_worker_init(worker) -> None:
-    """Tune the collector, and close every WebSocket with 1001 on stop."""
+    """Tune the collector, close every WebSocket with 1001 on stop, and start
+    the backplane and the alerts where they are set."""
     import gevent
 
     _tune_garbage_collector()
@@ -117,6 +126,19 @@ def post_worker_init(worker) -> None:
     from botmon import alerts
 
     alerts.start(worker.wsgi, lambda: worker.alive)
+
+    # The Redis backplane, when BOTMON_REDIS_URL is set (botmon/backplane.py).
+    from botmon import backplane
+
+    backplane.start(worker.wsgi)
+
+
+def worker_exit(server, worker) -> None:
+    """Stop the backplane, closing this worker's Redis connections."""
+    app = getattr(worker, "wsgi", None)
+    botmon = app.extensions["botmon"] if app is not None else None
+    if botmon is not None and botmon.backplane is not None:
+        botmon.backplane.stop()
 
 
 def _tune_garbage_collector() -> None:
