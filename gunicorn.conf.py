@@ -128,9 +128,11 @@ def post_worker_init(worker) -> None:
     alerts.start(worker.wsgi, lambda: worker.alive)
 
     # The Redis backplane, when BOTMON_REDIS_URL is set (botmon/backplane.py).
-    from botmon import backplane
+    # Imported only then: redis-py alone adds about 7 MiB to a worker.
+    if _has_backplane():
+        from botmon import backplane
 
-    backplane.start(worker.wsgi)
+        backplane.start(worker.wsgi)
 
 
 def worker_exit(server, worker) -> None:
