@@ -1,8 +1,11 @@
-"""How botmon runs in production: one gevent worker that holds the live hub.
+"""How botmon runs in production: gevent workers, each holding a live hub.
 
-Every listener of a worker hears only the snapshots that worker receives, so
-more than one worker process would split the listeners into groups that miss
-each other's updates. Until a shared backplane exists, that setting is refused.
+Every listener of a worker hears the snapshots that worker's hub is given. On
+its own a worker's hub hears only that worker's pushes, so without a shared
+backplane more than one worker would split the listeners into groups that miss
+each other's updates, and that setting is refused. With BOTMON_REDIS_URL set,
+each worker runs the backplane (botmon/backplane.py) and any worker count is
+allowed.
 """
 
 import gc
@@ -17,8 +20,8 @@ from gunicorn.glogging import Logger
 bind = os.environ.get("BOTMON_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
 # gunicorn reads WEB_CONCURRENCY (set by some hosts) only when this file sets
-# no worker count; read it here too, so that asking for more is refused below
-# rather than ignored. BOTMON_WORKERS=1 overrides it.
+# no worker count; read it here too, so that asking for more without a
+# backplane is refused below rather than ignored. BOTMON_WORKERS overrides it.
 workers = int(
     os.environ.get("BOTMON_WORKERS") or os.environ.get("WEB_CONCURRENCY") or "1"
 )
@@ -60,16 +63,21 @@ logging.basicConfig(
 STOP_POLL_SECONDS = 0.2
 GC_YOUNG_THRESHOLD = 50_000
 ONE_WORKER = (
-    "botmon keeps its listeners in one process: run it with one worker "
+    "botmon keeps its listeners in one process unless workers share a "
+    "backplane: set BOTMON_REDIS_URL to run several workers, or run one "
     "(BOTMON_WORKERS=1, no -w/--workers or WEB_CONCURRENCY above 1)"
 )
+
+
+def _has_backplane() -> bool:
+    return bool(os.environ.get("BOTMON_REDIS_URL", "").strip())
 
 
 def on_starting(server) -> None:
     """Refuse settings that would split listeners, and raise the file limit."""
     from gunicorn.workers.ggevent import GeventWorker
 
-    if server.cfg.workers != 1:
+    if server.cfg.workers != 1 and not _has_backplane():
         server.log.error(ONE_WORKER)
         sys.exit(1)
     if server.worker_class is not GeventWorker:
@@ -93,14 +101,14 @@ def _raise_open_file_limit(server, wanted: int) -> None:
 
 
 def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
-    """Stay at one worker when a running master is asked for more (SIGTTIN)."""
-    if old_value is not None and new_value > 1:
+    """Without a backplane, stay at one worker when asked for more (SIGTTIN)."""
+    if old_value is not None and new_value > 1 and not _has_backplane():
         server.log.error("%s; staying at one worker", ONE_WORKER)
         server.num_workers = 1
 
 
 def post_worker_init(worker) -> None:
-    """Tune the collector, and close every WebSocket with 1001 on stop."""
+    """Tune the collector, close WebSockets with 1001 on stop, start the rest."""
     import gevent
 
     _tune_garbage_collector()
@@ -118,6 +126,13 @@ def post_worker_init(worker) -> None:
 
     alerts.start(worker.wsgi, lambda: worker.alive)
 
+    # The Redis backplane, when BOTMON_REDIS_URL is set (botmon/backplane.py).
+    # Imported only then: redis-py alone adds about 7 MiB to a worker.
+    if _has_backplane():
+        from botmon import backplane
+
+        backplane.start(worker.wsgi)
+
 
 def _tune_garbage_collector() -> None:
     # A fan-out to thousands of listeners allocates a wake-up and a timer per
@@ -130,12 +145,17 @@ def _tune_garbage_collector() -> None:
 
 
 def worker_exit(server, worker) -> None:
-    """Release the alerts lease, so another botmon process sends them at once."""
+    """Release the alerts lease and close this worker's Redis connections."""
     from botmon import alerts
 
     app = getattr(worker, "wsgi", None)
-    if app is not None:
-        alerts.stop(app)
+    if app is None:
+        return
+    # The lease first: another process can then send alerts at once.
+    alerts.stop(app)
+    backplane = app.extensions["botmon"].backplane
+    if backplane is not None:
+        backplane.stop()
 
 
 def worker_int(worker) -> None:

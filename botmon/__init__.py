@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import ConfigError, Settings, load_api_key
-from .database import db, sqlite_engine_options, tune_sqlite
+from .database import db, run_in_transaction, sqlite_engine_options, tune_sqlite
 from .errors import register_error_handlers
 from .hub import Hub
 from .ingest import compose
@@ -71,7 +71,13 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
 
 def _open_database(database_url: str, botmon: Botmon) -> None:
     try:
-        db.create_all()
+        # Workers starting together race to create the tables (and to turn a
+        # new SQLite file to WAL): whoever finds the lock taken waits for it.
+        run_in_transaction(
+            db.metadata.create_all,
+            write=True,
+            lock_timeout=botmon.settings.db_lock_timeout_seconds,
+        )
         _replay_latest(botmon)
     except SQLAlchemyError as error:
         reason = getattr(error, "orig", None) or error
@@ -99,7 +105,8 @@ def _replay_latest(botmon: Botmon) -> None:
     latest = botmon.store.latest()
     if latest is not None:
         botmon.hub.publish(
-            compose(latest.resumen_json, latest.estado_json, latest.servers_json)
+            compose(latest.resumen_json, latest.estado_json, latest.servers_json),
+            latest.id,
         )
 
 

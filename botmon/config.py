@@ -59,6 +59,12 @@ class Settings:
     # With several processes, only the holder of this lease sends alerts; a
     # holder that dies is replaced once it expires.
     alert_lease_seconds: float = 30.0
+    # The backplane between workers and hosts (README, Settings). Empty URL:
+    # one worker only. The URL may hold a password, so it is never logged.
+    redis_url: str = ""
+    redis_channel: str = "botmon:snapshots"
+    redis_timeout_seconds: float = 5.0
+    redis_max_backoff_seconds: float = 5.0
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> "Settings":
@@ -93,6 +99,8 @@ class Settings:
             "alert_max_backoff_seconds",
             "alert_max_pending",
             "alert_lease_seconds",
+            "redis_timeout_seconds",
+            "redis_max_backoff_seconds",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -124,6 +132,13 @@ class Settings:
                 "https://discord.com/api/webhooks/<id>/<token>; leave it empty "
                 "for no alerts"
             )
+        if self.redis_url and not _is_redis_url(self.redis_url):
+            # The URL may hold a password: say what is wrong, never echo it.
+            raise ConfigError(
+                "BOTMON_REDIS_URL must be a redis:// or rediss:// address with a "
+                "host, such as redis://:<password>@127.0.0.1:6379/0, or "
+                "unix:///path/to/redis.sock; leave it empty to run one worker"
+            )
 
 
 def _is_web_url(url: str) -> bool:
@@ -135,6 +150,24 @@ def _is_web_url(url: str) -> bool:
         return False
     has_space = any(char.isspace() for char in url)
     return parts.scheme in {"http", "https"} and bool(parts.hostname) and not has_space
+
+
+def _is_redis_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError:
+        return False
+    if any(char.isspace() for char in url):
+        return False
+    if parts.scheme == "unix":
+        return bool(parts.path) and not parts.netloc.split("@")[-1]
+    database = parts.path.lstrip("/")
+    return (
+        parts.scheme in {"redis", "rediss"}
+        and bool(parts.hostname)
+        and (database == "" or database.isdigit())
+    )
 
 
 def _parse(name: str, raw: str, kind: type | str) -> object:

@@ -1,11 +1,17 @@
 """The broadcast hub: who is listening, and the newest snapshot they should get.
 
 The hub keeps one thing per process: the newest snapshot's JSON text, encoded
-once. Publishing replaces it and wakes every listener; each listener then sends
-whatever is newest when it gets to it. A listener that is slow therefore skips
-the snapshots it could not send in time. That loses nothing, because every
-message is a whole state, and it keeps memory flat: however far behind a
-listener is, it holds at most a reference to the one current text.
+once, with the snapshot's id. Publishing replaces it and wakes every listener;
+each listener then sends whatever is newest when it gets to it. A listener
+that is slow therefore skips the snapshots it could not send in time. That
+loses nothing, because every message is a whole state, and it keeps memory
+flat: however far behind a listener is, it holds at most a reference to the
+one current text.
+
+A snapshot no newer than the one held is ignored. With several workers a
+snapshot reaches a hub twice (from the worker's own POST and from the
+backplane) and two POSTs may arrive in either order; ordering by id means a
+listener is never sent an older state after a newer one.
 
 Publishing never waits for a listener; listeners wait for the hub. All the hub
 does to a listener is set the wake object it was given (a `threading.Event`,
@@ -27,9 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Message:
-    """A snapshot as sent on the wire, numbered in the order it was published."""
+    """A snapshot as sent on the wire, with its id in the database."""
 
-    seq: int
+    snapshot_id: int
     text: str
 
 
@@ -45,17 +51,17 @@ class Subscription:
     def __init__(self, hub: "Hub", wake: Wake):
         self._hub = hub
         self.wake = wake
-        self.sent_seq = 0
+        self.sent_id = 0
         # Messages up to this one were published before the listener joined.
-        self.joined_after_seq = hub.latest.seq if hub.latest else 0
+        self.joined_after_id = hub.latest.snapshot_id if hub.latest else 0
 
     def next_message(self) -> Message | None:
         """The newest message this listener has not been given yet, if any."""
         latest = self._hub.latest
-        if latest is None or latest.seq <= self.sent_seq:
+        if latest is None or latest.snapshot_id <= self.sent_id:
             return None
         self._hub._handed_over(self)
-        self.sent_seq = latest.seq
+        self.sent_id = latest.snapshot_id
         return latest
 
     def close(self) -> None:
@@ -69,7 +75,7 @@ class Subscription:
 class _Broadcast:
     """A publish being timed: how many listeners have yet to take it."""
 
-    seq: int
+    snapshot_id: int
     started: float
     pending: int
 
@@ -112,14 +118,20 @@ class Hub:
             wake.set()
         return subscription
 
-    def publish(self, text: str) -> Message:
-        """Make `text` the newest snapshot and wake every listener."""
-        previous = self._latest.seq if self._latest else 0
-        message = Message(previous + 1, text)
+    def publish(self, text: str, snapshot_id: int) -> Message | None:
+        """Make `text` the newest snapshot and wake every listener.
+
+        A snapshot whose id is not higher than the one held is older news:
+        it is ignored, and None returned.
+        """
+        latest = self._latest
+        if latest is not None and snapshot_id <= latest.snapshot_id:
+            return None
+        message = Message(snapshot_id, text)
         self._latest = message
         if self.on_broadcast and self._timed is None and self._subscriptions:
             self._timed = _Broadcast(
-                message.seq, time.perf_counter(), len(self._subscriptions)
+                snapshot_id, time.perf_counter(), len(self._subscriptions)
             )
         self._wake_all()
         return message
@@ -145,8 +157,8 @@ class Hub:
             return
         # Only the listeners present at the publish are waited for, and each
         # once: a listener that skips to a newer message has been handed it.
-        joined_before = subscription.joined_after_seq < timed.seq
-        if not joined_before or subscription.sent_seq >= timed.seq:
+        joined_before = subscription.joined_after_id < timed.snapshot_id
+        if not joined_before or subscription.sent_id >= timed.snapshot_id:
             return
         timed.pending -= 1
         if timed.pending > 0:

@@ -57,7 +57,10 @@ def accept(botmon: Botmon, body: bytes) -> Accepted:
     )
 
     # Only after the commit: a listener never hears of an unsaved snapshot.
-    botmon.hub.publish(compose(resumen_json, estado_json, servers_json))
+    text = compose(resumen_json, estado_json, servers_json)
+    botmon.hub.publish(text, snapshot_id)
+    if botmon.backplane is not None:
+        botmon.backplane.send(snapshot_id, text)
     return Accepted(snapshot_id, received_at)
 
 

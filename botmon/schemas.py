@@ -425,3 +425,10 @@ class HealthSchema(StrictSchema):
 
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
     listeners = Count(required=True)
+    backplane = fields.String(
+        validate=validate.OneOf(["up", "down"]),
+        metadata={
+            "description": "only with BOTMON_REDIS_URL set: whether the worker "
+            "that answered reaches Redis"
+        },
+    )

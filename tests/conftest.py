@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from redisserver import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PATH = ROOT / "examples" / "seed.json"
 API_KEY = "test-key-0123456789"
 START_TIMEOUT = 20.0
+REDIS_PASSWORD = "redis-secret-4242"
 # BOTMON_LONG_TESTS=1 runs the load and durability tests at a larger scale.
 LONG_TESTS = os.environ.get("BOTMON_LONG_TESTS", "") == "1"
 
@@ -131,12 +133,17 @@ class LiveServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
 
-    def worker_pid(self) -> int:
-        """The gunicorn worker's PID: the one child of the master we started."""
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers' PIDs: the children of the master we started."""
         master = self.process.pid
         children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        assert len(children) == 1, f"expected one worker, found {children}"
-        return int(children[0])
+        return sorted(int(child) for child in children)
+
+    def worker_pid(self) -> int:
+        """The gunicorn worker's PID, when it runs one."""
+        pids = self.worker_pids()
+        assert len(pids) == 1, f"expected one worker, found {pids}"
+        return pids[0]
 
     def log(self) -> str:
         return (
@@ -185,6 +192,17 @@ def server(start_server) -> LiveServer:
 def shared_server(tmp_path_factory):
     """One botmon for tests that only send refused pushes or read."""
     server = LiveServer(tmp_path_factory.mktemp("botmon-shared")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    """A private redis-server on a free loopback port, killed at the end.
+
+    It wants a password, so that the tests see botmon keep it out of its log.
+    """
+    server = RedisServer(tmp_path_factory.mktemp("redis"), REDIS_PASSWORD).start()
     yield server
     server.kill()
 

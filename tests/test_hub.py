@@ -1,4 +1,4 @@
-"""The broadcast hub on its own: numbering, waking, conflation, leaving."""
+"""The broadcast hub on its own: ordering, waking, conflation, leaving."""
 
 import threading
 
@@ -17,13 +17,45 @@ def subscribe(hub: Hub):
     return hub.subscribe(wake), wake
 
 
-def test_publish_numbers_messages_in_order(hub):
-    first = hub.publish("a")
-    second = hub.publish("b")
+def test_publish_makes_each_snapshot_the_latest_under_its_id(hub):
+    first = hub.publish("a", 1)
+    second = hub.publish("b", 2)
 
     assert first == Message(1, "a")
     assert second == Message(2, "b")
     assert hub.latest is second
+
+
+def test_a_snapshot_no_newer_than_the_latest_is_ignored(hub):
+    subscription, wake = subscribe(hub)
+    hub.publish("five", 5)
+    assert subscription.next_message() == Message(5, "five")
+    wake.clear()
+
+    assert hub.publish("three", 3) is None
+    assert hub.publish("five again", 5) is None
+
+    assert hub.latest == Message(5, "five")
+    assert not wake.is_set()
+    assert subscription.next_message() is None
+
+
+def test_snapshots_arriving_out_of_order_never_take_a_listener_back(hub):
+    subscription, _ = subscribe(hub)
+    received = []
+    for snapshot_id in (2, 1, 4, 3, 4, 6, 5):
+        hub.publish(str(snapshot_id), snapshot_id)
+        message = subscription.next_message()
+        if message is not None:
+            received.append(message.snapshot_id)
+
+    assert received == [2, 4, 6]
+    assert hub.latest == Message(6, "6")
+
+
+def test_ids_may_skip_numbers(hub):
+    assert hub.publish("a", 7) == Message(7, "a")
+    assert hub.publish("b", 40) == Message(40, "b")
 
 
 def test_a_new_hub_has_nothing_and_no_one(hub):
@@ -42,15 +74,15 @@ def test_a_subscriber_before_any_publish_is_not_woken_and_gets_nothing(hub):
 def test_publish_wakes_a_subscriber_with_the_new_message(hub):
     subscription, wake = subscribe(hub)
 
-    hub.publish("a")
+    hub.publish("a", 1)
 
     assert wake.is_set()
     assert subscription.next_message() == Message(1, "a")
 
 
 def test_a_subscriber_after_a_publish_is_woken_at_once_with_the_latest(hub):
-    hub.publish("a")
-    hub.publish("b")
+    hub.publish("a", 1)
+    hub.publish("b", 2)
 
     subscription, wake = subscribe(hub)
 
@@ -60,7 +92,7 @@ def test_a_subscriber_after_a_publish_is_woken_at_once_with_the_latest(hub):
 
 def test_a_message_is_given_to_a_subscriber_once(hub):
     subscription, _ = subscribe(hub)
-    hub.publish("a")
+    hub.publish("a", 1)
 
     assert subscription.next_message() == Message(1, "a")
     assert subscription.next_message() is None
@@ -68,25 +100,25 @@ def test_a_message_is_given_to_a_subscriber_once(hub):
 
 def test_a_subscriber_that_falls_behind_gets_only_the_newest(hub):
     subscription, _ = subscribe(hub)
-    for text in ("a", "b", "c"):
-        hub.publish(text)
+    for snapshot_id, text in enumerate(("a", "b", "c"), start=1):
+        hub.publish(text, snapshot_id)
 
     assert subscription.next_message() == Message(3, "c")
     assert subscription.next_message() is None
-    hub.publish("d")
+    hub.publish("d", 4)
     assert subscription.next_message() == Message(4, "d")
 
 
 def test_every_subscriber_keeps_its_own_place(hub):
     early, early_wake = subscribe(hub)
-    hub.publish("a")
-    assert early.next_message().seq == 1
+    hub.publish("a", 1)
+    assert early.next_message().snapshot_id == 1
     late, _ = subscribe(hub)
-    hub.publish("b")
+    hub.publish("b", 2)
 
     early_wake.clear()
-    assert early.next_message().seq == 2
-    assert late.next_message().seq == 2
+    assert early.next_message().snapshot_id == 2
+    assert late.next_message().snapshot_id == 2
     assert early.next_message() is None
     assert late.next_message() is None
 
@@ -94,7 +126,7 @@ def test_every_subscriber_keeps_its_own_place(hub):
 def test_the_hub_keeps_one_message_however_many_are_published(hub):
     subscription, _ = subscribe(hub)
     for number in range(1000):
-        hub.publish(str(number))
+        hub.publish(str(number), number + 1)
 
     assert hub.latest == Message(1000, "999")
     assert subscription.next_message() is hub.latest
@@ -132,7 +164,7 @@ def test_unsubscribe_leaves_the_hub_and_stops_the_wake_ups(hub):
 
     leaving.close()
     leaving.close()
-    hub.publish("a")
+    hub.publish("a", 1)
     hub.close()
 
     assert hub.listener_count == 1
@@ -152,7 +184,7 @@ def test_a_subscriber_may_leave_while_the_hub_wakes_everyone(hub):
     for wake in wakes:
         wake.subscription = hub.subscribe(wake)
 
-    hub.publish("a")
+    hub.publish("a", 1)
 
     assert all(wake.is_set() for wake in wakes)
     assert hub.listener_count == 0
@@ -174,7 +206,7 @@ def test_subscribers_waiting_in_threads_are_woken_by_publish(hub):
     for _ in threads:
         assert ready.acquire(timeout=5)
 
-    hub.publish("a")
+    hub.publish("a", 1)
     for thread in threads:
         thread.join(5)
 

@@ -452,11 +452,11 @@ def test_a_broadcast_is_timed_until_every_listener_took_it():
     hub.on_broadcast = timings.append
     first, second = subscribe(hub), subscribe(hub)
 
-    hub.publish("a")
+    hub.publish("a", 1)
     assert first.next_message().text == "a"
     assert timings == []
     late = subscribe(hub)
-    hub.publish("b")  # under way: not timed
+    hub.publish("b", 2)  # under way: not timed
     assert second.next_message().text == "b"
 
     assert len(timings) == 1 and timings[0] >= 0
@@ -469,19 +469,19 @@ def test_a_listener_leaving_ends_its_wait_and_quiet_hubs_time_nothing():
     hub = Hub()
     timings = []
     hub.on_broadcast = timings.append
-    hub.publish("nobody listens")
+    hub.publish("nobody listens", 1)
     assert timings == []
 
     staying, leaving = subscribe(hub), subscribe(hub)
     staying.next_message()
     leaving.next_message()
-    hub.publish("x")
+    hub.publish("x", 2)
     staying.next_message()
     leaving.close()
     leaving.close()
 
     assert len(timings) == 1
-    hub.publish("y")
+    hub.publish("y", 3)
     staying.next_message()
     assert len(timings) == 2
 
@@ -494,7 +494,7 @@ def test_a_failing_timing_callback_does_not_break_the_stream(caplog):
 
     hub.on_broadcast = broken
     subscription = subscribe(hub)
-    hub.publish("a")
+    hub.publish("a", 1)
 
     assert subscription.next_message().text == "a"
     assert "broadcast" in caplog.text

@@ -188,11 +188,18 @@ def refused_pushes() -> Response:
 
 @bp.get("/health/")
 def health() -> Response:
-    """For load balancers: 200 when the database answers, 503 when not."""
+    """For load balancers: 200 when the database answers, 503 when not.
+
+    With a backplane, it also says whether this worker reaches Redis. A lost
+    backplane is not a 503: the worker still takes pushes and tells its own
+    listeners, and every worker of every host would fail the check at once.
+    """
     botmon = service()
     botmon.store.check()
-    listeners = botmon.hub.listener_count
-    return json_response({"status": "ok", "listeners": listeners})
+    answer = {"status": "ok", "listeners": botmon.hub.listener_count}
+    if botmon.backplane is not None:
+        answer["backplane"] = "up" if botmon.backplane.up else "down"
+    return json_response(answer)
 
 
 def _no_metrics_yet() -> ApiError:
