@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pgserver import PostgresCluster, read_postgresql
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PATH = ROOT / "examples" / "seed.json"
@@ -19,6 +20,23 @@ API_KEY = "test-key-0123456789"
 START_TIMEOUT = 20.0
 # BOTMON_LONG_TESTS=1 runs the load and durability tests at a larger scale.
 LONG_TESTS = os.environ.get("BOTMON_LONG_TESTS", "") == "1"
+# A module marked `both_backends` runs its server tests once per database.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "both_backends: run the module's server tests on SQLite and on PostgreSQL",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    marked = metafunc.definition.get_closest_marker("both_backends")
+    if marked and "backend" in metafunc.fixturenames:
+        # Session scope: each backend's shared servers start once, and the
+        # tests are grouped by backend.
+        metafunc.parametrize("backend", BACKENDS, scope="session")
 
 
 def scaled(short, long):
@@ -43,11 +61,19 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def read_database(path, query: str) -> list[tuple]:
-    """Run `query` on a botmon database file, read-only, from outside botmon."""
+def read_database(where, query: str, *args) -> list[tuple]:
+    """Run `query` on a botmon database from outside botmon, read-only.
+
+    `where` is a SQLite file's path or a database URL; parameters are `%s`.
+    """
+    where = str(where)
+    if where.startswith("postgresql://"):
+        return read_postgresql(where, query, *args)
+
+    path = where.removeprefix("sqlite:///")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return connection.execute(query).fetchall()
+        return connection.execute(query.replace("%s", "?"), args).fetchall()
     finally:
         connection.close()
 
@@ -84,6 +110,15 @@ class LiveServer:
     @property
     def database_path(self) -> Path:
         return self.instance_path / "botmon.sqlite3"
+
+    @property
+    def database(self) -> str:
+        """Where its database is, for `read_database`: a URL or a file path."""
+        return self.env.get("BOTMON_DATABASE_URL") or str(self.database_path)
+
+    def read(self, query: str, *args) -> list[tuple]:
+        """Rows from this server's database, read from outside botmon."""
+        return read_database(self.database, query, *args)
 
     def start(self) -> "LiveServer":
         self.instance_path.mkdir(parents=True, exist_ok=True)
@@ -159,14 +194,40 @@ class LiveServer:
         return requests.get(self.url + path, timeout=30, **kwargs)
 
 
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """The database the servers of a test use; see `both_backends`."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for the session, started on first use."""
+    cluster = PostgresCluster(free_port()).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def database_env(backend, request):
+    """Gives the environment for a new botmon's fresh database on `backend`."""
+    if backend == "sqlite":
+        return lambda: {}
+    cluster = request.getfixturevalue("postgres")
+    return lambda: {"BOTMON_DATABASE_URL": cluster.create_database()}
+
+
 @pytest.fixture
-def start_server(tmp_path_factory):
-    """Start botmon servers on fresh instance folders; all are stopped at the end."""
+def start_server(tmp_path_factory, database_env):
+    """Start botmon servers on fresh instance folders; all are stopped at the end.
+
+    Each gets a fresh database of the test's backend unless `env` names one.
+    """
     started: list[LiveServer] = []
 
     def start(env: dict[str, str] | None = None, instance_path=None) -> LiveServer:
         path = instance_path or tmp_path_factory.mktemp("botmon")
-        server = LiveServer(Path(path), env).start()
+        server = LiveServer(Path(path), {**database_env(), **(env or {})}).start()
         started.append(server)
         return server
 
@@ -182,9 +243,10 @@ def server(start_server) -> LiveServer:
 
 
 @pytest.fixture(scope="session")
-def shared_server(tmp_path_factory):
+def shared_server(tmp_path_factory, database_env):
     """One botmon for tests that only send refused pushes or read."""
-    server = LiveServer(tmp_path_factory.mktemp("botmon-shared")).start()
+    path = tmp_path_factory.mktemp("botmon-shared")
+    server = LiveServer(path, database_env()).start()
     yield server
     server.kill()
 
