@@ -205,7 +205,7 @@ def postgres():
     """A private PostgreSQL server for the session, started on first use."""
     cluster = PostgresCluster(free_port()).start()
     yield cluster
-    cluster.stop()
+    cluster.destroy()
 
 
 @pytest.fixture(scope="session")

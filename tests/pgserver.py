@@ -50,21 +50,9 @@ class PostgresCluster:
         )
 
     def start(self) -> "PostgresCluster":
-        password_file = self.root / "password"
-        password_file.write_text(PASSWORD + "\n")
-        if self._as_postgres:
-            shutil.chown(self.root, "postgres", "postgres")
-            shutil.chown(password_file, "postgres", "postgres")
-        self._run(
-            "initdb",
-            "--pgdata", str(self.data_dir),
-            "--username", USER,
-            "--pwfile", str(password_file),
-            "--auth-local", "trust",
-            "--auth-host", "scram-sha-256",
-            "--encoding", "UTF8",
-            "--no-sync",
-        )  # fmt: skip
+        """Initialise the cluster on first use, then start its server."""
+        if not self.data_dir.exists():
+            self._init()
         options = " ".join(
             [
                 "-c listen_addresses=127.0.0.1",
@@ -84,13 +72,35 @@ class PostgresCluster:
         )  # fmt: skip
         return self
 
+    def _init(self) -> None:
+        password_file = self.root / "password"
+        password_file.write_text(PASSWORD + "\n")
+        if self._as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+            shutil.chown(password_file, "postgres", "postgres")
+        self._run(
+            "initdb",
+            "--pgdata", str(self.data_dir),
+            "--username", USER,
+            "--pwfile", str(password_file),
+            "--auth-local", "trust",
+            "--auth-host", "scram-sha-256",
+            "--encoding", "UTF8",
+            "--no-sync",
+        )  # fmt: skip
+
     def stop(self) -> None:
-        """Stop the server (it closes botmon's sessions) and delete its files."""
+        """Stop the server, closing botmon's sessions; the data stays."""
+        self._run(
+            "pg_ctl", "stop", "--wait", "--mode", "fast",
+            "--pgdata", str(self.data_dir),
+        )  # fmt: skip
+
+    def destroy(self) -> None:
+        """Stop the server if it runs, and delete its files."""
         try:
-            self._run(
-                "pg_ctl", "stop", "--wait", "--mode", "fast",
-                "--pgdata", str(self.data_dir),
-            )  # fmt: skip
+            if (self.data_dir / "postmaster.pid").exists():
+                self.stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
