@@ -34,9 +34,8 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     marked = metafunc.definition.get_closest_marker("both_backends")
     if marked and "backend" in metafunc.fixturenames:
-        # Session scope: each backend's shared servers start once, and the
-        # tests are grouped by backend.
-        metafunc.parametrize("backend", BACKENDS, scope="session")
+        # Module scope: a module's own servers start once per backend.
+        metafunc.parametrize("backend", BACKENDS, scope="module")
 
 
 def scaled(short, long):
@@ -200,25 +199,53 @@ def backend() -> str:
     return "sqlite"
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A private PostgreSQL server for the session, started on first use."""
-    cluster = PostgresCluster(free_port()).start()
-    yield cluster
-    cluster.destroy()
+class LazyCluster:
+    """The session's private PostgreSQL server, started when first asked for."""
+
+    def __init__(self):
+        self.cluster: PostgresCluster | None = None
+
+    def get(self) -> PostgresCluster:
+        if self.cluster is None:
+            self.cluster = PostgresCluster(free_port()).start()
+        return self.cluster
+
+    def destroy(self) -> None:
+        if self.cluster is not None:
+            self.cluster.destroy()
 
 
 @pytest.fixture(scope="session")
-def database_env(backend, request):
-    """Gives the environment for a new botmon's fresh database on `backend`."""
-    if backend == "sqlite":
-        return lambda: {}
-    cluster = request.getfixturevalue("postgres")
-    return lambda: {"BOTMON_DATABASE_URL": cluster.create_database()}
+def lazy_cluster():
+    holder = LazyCluster()
+    yield holder
+    holder.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres(lazy_cluster) -> PostgresCluster:
+    """The session's private PostgreSQL server."""
+    return lazy_cluster.get()
+
+
+@pytest.fixture(scope="session")
+def database_env(lazy_cluster):
+    """Gives the environment for a new botmon's fresh database on a backend.
+
+    A plain function of the backend rather than a fixture that depends on
+    it, so a session-wide server never outlives the backend it was made for.
+    """
+
+    def fresh(backend: str) -> dict[str, str]:
+        if backend == "sqlite":
+            return {}
+        return {"BOTMON_DATABASE_URL": lazy_cluster.get().create_database()}
+
+    return fresh
 
 
 @pytest.fixture
-def start_server(tmp_path_factory, database_env):
+def start_server(tmp_path_factory, database_env, backend):
     """Start botmon servers on fresh instance folders; all are stopped at the end.
 
     Each gets a fresh database of the test's backend unless `env` names one.
@@ -227,7 +254,8 @@ def start_server(tmp_path_factory, database_env):
 
     def start(env: dict[str, str] | None = None, instance_path=None) -> LiveServer:
         path = instance_path or tmp_path_factory.mktemp("botmon")
-        server = LiveServer(Path(path), {**database_env(), **(env or {})}).start()
+        env = {**database_env(backend), **(env or {})}
+        server = LiveServer(Path(path), env).start()
         started.append(server)
         return server
 
@@ -243,12 +271,25 @@ def server(start_server) -> LiveServer:
 
 
 @pytest.fixture(scope="session")
-def shared_server(tmp_path_factory, database_env):
+def shared_servers(tmp_path_factory, database_env):
+    """One botmon per backend, started when first asked for."""
+    servers: dict[str, LiveServer] = {}
+
+    def get(backend: str) -> LiveServer:
+        if backend not in servers:
+            path = tmp_path_factory.mktemp(f"botmon-shared-{backend}")
+            servers[backend] = LiveServer(path, database_env(backend)).start()
+        return servers[backend]
+
+    yield get
+    for server in servers.values():
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_server(shared_servers, backend) -> LiveServer:
     """One botmon for tests that only send refused pushes or read."""
-    path = tmp_path_factory.mktemp("botmon-shared")
-    server = LiveServer(path, database_env()).start()
-    yield server
-    server.kill()
+    return shared_servers(backend)
 
 
 @pytest.fixture

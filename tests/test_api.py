@@ -223,10 +223,10 @@ def test_a_generated_key_is_kept_private_and_reused(start_server, seed_bytes):
 
 
 @pytest.fixture(scope="module")
-def small_body_server(tmp_path_factory, database_env):
+def small_body_server(tmp_path_factory, database_env, backend):
     """A server that takes bodies of at most 4096 bytes."""
     path = tmp_path_factory.mktemp("botmon-small-body")
-    env = {**database_env(), "BOTMON_MAX_BODY_BYTES": "4096"}
+    env = {**database_env(backend), "BOTMON_MAX_BODY_BYTES": "4096"}
     server = LiveServer(path, env).start()
     yield server
     server.kill()

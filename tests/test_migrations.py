@@ -20,7 +20,7 @@ pytestmark = pytest.mark.both_backends
 @pytest.fixture
 def database_url(backend, database_env, tmp_path) -> str:
     """A fresh, empty database of the test's backend."""
-    return database_env().get(
+    return database_env(backend).get(
         "BOTMON_DATABASE_URL", f"sqlite:///{tmp_path}/botmon.sqlite3"
     )
 

@@ -34,19 +34,19 @@ READ_BACK = {
 
 
 @pytest.fixture(scope="module")
-def accepting_server(tmp_path_factory, database_env):
+def accepting_server(tmp_path_factory, database_env, backend):
     """A server of this module's own, for pushes that are accepted."""
     path = tmp_path_factory.mktemp("botmon-accepting")
-    server = LiveServer(path, database_env()).start()
+    server = LiveServer(path, database_env(backend)).start()
     yield server
     server.kill()
 
 
 @pytest.fixture(scope="module")
-def limits_server(tmp_path_factory, database_env):
+def limits_server(tmp_path_factory, database_env, backend):
     """A server with small limits on servers per push and on error messages."""
     env = {
-        **database_env(),
+        **database_env(backend),
         "BOTMON_MAX_SERVERS": "3",
         "BOTMON_MAX_ERROR_MESSAGES": "2",
     }
