@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo bench
+.PHONY: run test lint demo bench migrate
 
 run: $(STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -14,6 +14,11 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Bring the database schema to this botmon's (the service also does so at start
+# unless BOTMON_AUTO_MIGRATE=false).
+migrate: $(STAMP)
+	$(BIN)/python -m botmon.migrate
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -8,10 +8,18 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import ConfigError, Settings, load_api_key
-from .database import db, run_in_transaction, sqlite_engine_options, tune_sqlite
+from .database import (
+    DatabaseBusy,
+    db,
+    engine_options,
+    safe_url,
+    sqlalchemy_url,
+    tune_engine,
+)
 from .errors import register_error_handlers
 from .hub import Hub
 from .ingest import compose
+from .schema import SCHEMA_LOCK_TIMEOUT_SECONDS, ensure_schema
 from .schemas import metrics_schema
 from .service import Botmon
 from .storage import Store
@@ -24,16 +32,14 @@ DATABASE_FILE_NAME = "botmon.sqlite3"
 def create_app(environ: dict[str, str] | None = None) -> Flask:
     """Build the botmon app from `environ` (the process environment by default)."""
     environ = dict(os.environ if environ is None else environ)
-    app = Flask(__name__, instance_path=environ.get("BOTMON_INSTANCE_PATH") or None)
-    # Owner-only: the folder holds the key file and the database, whose
-    # numbers a team may keep private with a read token.
-    Path(app.instance_path).mkdir(mode=0o700, parents=True, exist_ok=True)
-
+    app = _flask_app(environ)
     settings = Settings.from_environ(environ)
-    database_url = settings.database_url or _default_database_url(app)
+    database_url = resolve_database_url(settings, app.instance_path)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(
+            database_url, settings.db_pool_size, settings.db_lock_timeout_seconds
+        ),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
@@ -54,13 +60,13 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
 
     db.init_app(app)
     with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            tune_sqlite(
-                db.engine,
-                settings.sqlite_synchronous.upper(),
-                settings.sqlite_max_pages,
-            )
-        _open_database(database_url, botmon)
+        tune_engine(
+            db.engine,
+            settings.sqlite_synchronous.upper(),
+            settings.sqlite_max_pages,
+            settings.db_lock_timeout_seconds,
+        )
+        _open_database(database_url, settings, botmon)
 
     register_error_handlers(app)
     _register_blueprints(app)
@@ -69,35 +75,53 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     return app
 
 
-def _open_database(database_url: str, botmon: Botmon) -> None:
+def _flask_app(environ: dict[str, str]) -> Flask:
+    app = Flask(__name__, instance_path=environ.get("BOTMON_INSTANCE_PATH") or None)
+    # Owner-only: the folder holds the key file and the database, whose
+    # numbers a team may keep private with a read token.
+    Path(app.instance_path).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return app
+
+
+def instance_path(environ: dict[str, str]) -> str:
+    """The instance folder botmon uses for `environ`, created if missing."""
+    return _flask_app(environ).instance_path
+
+
+def resolve_database_url(settings: Settings, instance_folder: str) -> str:
+    """The database URL in SQLAlchemy's spelling; SQLite in the instance folder
+    unless BOTMON_DATABASE_URL says otherwise."""
+    default = "sqlite:///" + str(Path(instance_folder) / DATABASE_FILE_NAME)
+    return sqlalchemy_url(settings.database_url or default)
+
+
+def _open_database(database_url: str, settings: Settings, botmon: Botmon) -> None:
     try:
-        # Workers starting together race to create the tables (and to turn a
-        # new SQLite file to WAL): whoever finds the lock taken waits for it.
-        run_in_transaction(
-            db.metadata.create_all,
-            write=True,
-            lock_timeout=botmon.settings.db_lock_timeout_seconds,
-        )
+        ensure_schema(db.engine, settings.auto_migrate)
         _replay_latest(botmon)
+    except DatabaseBusy as error:
+        raise ConfigError(
+            "another botmon process held the database's schema lock for "
+            f"{SCHEMA_LOCK_TIMEOUT_SECONDS:g} s; check for a stuck migration"
+        ) from error
     except SQLAlchemyError as error:
         reason = getattr(error, "orig", None) or error
         raise ConfigError(
-            f"cannot open the database {_without_password(database_url)}: "
-            f"{reason}; check that its folder exists and is writable by this "
-            "user, or set BOTMON_DATABASE_URL"
+            f"cannot open the database {safe_url(database_url)}: {reason}; "
+            f"{_open_hint(database_url)}"
         ) from error
 
 
-def _without_password(database_url: str) -> str:
-    return database_url.split("@")[-1] if "@" in database_url else database_url
-
-
-def _default_database_url(app: Flask) -> str:
-    return "sqlite:///" + str(Path(app.instance_path) / DATABASE_FILE_NAME)
-
-
-def _engine_options(database_url: str) -> dict:
-    return sqlite_engine_options() if database_url.startswith("sqlite") else {}
+def _open_hint(database_url: str) -> str:
+    if database_url.startswith("sqlite"):
+        return (
+            "check that its folder exists and is writable by this user, or set "
+            "BOTMON_DATABASE_URL"
+        )
+    return (
+        "check that the server is running and reachable from here, that the "
+        "database exists, and the user name and password in BOTMON_DATABASE_URL"
+    )
 
 
 def _replay_latest(botmon: Botmon) -> None:
@@ -126,11 +150,10 @@ def _register_commands(app: Flask) -> None:
 
 
 def _log_settings(database_url: str, settings: Settings, botmon: Botmon) -> None:
-    safe_url = _without_password(database_url)
     log.info(
         "botmon ready: database %s, stale after %gs, history %g days, "
         "at most %d servers and %d bytes per push",
-        safe_url,
+        safe_url(database_url),
         settings.stale_after_seconds,
         settings.history_retention_days,
         settings.max_servers,

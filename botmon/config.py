@@ -25,6 +25,11 @@ class Settings:
     """The service's settings; the field name in upper case after `BOTMON_`."""
 
     database_url: str = ""
+    # Bring an existing database's schema to this botmon's at start. Off: the
+    # operator runs `python -m botmon.migrate` (after a backup) instead.
+    auto_migrate: bool = True
+    # PostgreSQL connections per worker process.
+    db_pool_size: int = 10
     stale_after_seconds: float = 180.0
     history_retention_days: float = 30.0
     history_max_points: int = 2000
@@ -90,6 +95,7 @@ class Settings:
             "max_body_bytes",
             "max_servers",
             "max_error_messages",
+            "db_pool_size",
             "metrics_max_guilds",
             "ws_ping_interval_seconds",
             "ws_send_timeout_seconds",

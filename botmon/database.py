@@ -1,9 +1,13 @@
-"""The database handle, SQLite tuning, and writes that wait for a lock politely.
+"""The database handle, engine tuning, and writes that wait for a lock politely.
 
 SQLite's own busy handler sleeps inside C, which would freeze every greenlet of
 the gevent worker while another process holds the write lock. So the driver is
 told never to wait, and a write that finds the database locked is retried here
 with a cooperative sleep, up to a bounded time.
+
+PostgreSQL waits for locks in the server, and psycopg waits for the server's
+answer cooperatively under gevent; the wait is bounded by the session's
+`lock_timeout`, after which the write ends as `DatabaseBusy`.
 """
 
 import contextlib
@@ -15,8 +19,10 @@ from typing import TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, ExceptionContext
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +35,88 @@ class DatabaseBusy(RuntimeError):
     """The write lock stayed taken by another process for too long."""
 
 
-def sqlite_engine_options() -> dict:
-    """Engine options for SQLite: no busy wait inside the driver."""
-    return {"connect_args": {"timeout": 0}}
+# How long opening a PostgreSQL connection may take: a server that is down
+# answers a request with 503 after this, instead of after the OS's TCP timeout.
+CONNECT_TIMEOUT_SECONDS = 5
+# How long a request waits for a free pooled connection before it is a 503.
+POOL_TIMEOUT_SECONDS = 10
+
+_POSTGRESQL_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg"}
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """`database_url` in SQLAlchemy's spelling, refusing what botmon cannot use.
+
+    PostgreSQL URLs as libpq writes them (`postgresql://`, `postgres://`) are
+    given psycopg 3, the driver botmon ships with.
+    """
+    scheme, separator, rest = database_url.partition("://")
+    if not separator:
+        raise ConfigError(
+            "BOTMON_DATABASE_URL must be a URL such as sqlite:////var/lib/botmon/"
+            "botmon.sqlite3 or postgresql://user:password@host/database"
+        )
+    scheme = scheme.lower()
+    if scheme in _POSTGRESQL_SCHEMES:
+        return "postgresql+psycopg://" + rest
+    if scheme in {"sqlite", "sqlite+pysqlite"}:
+        return database_url
+    raise ConfigError(
+        f"BOTMON_DATABASE_URL uses the scheme {scheme!r}, which botmon does not "
+        "support; use sqlite:///PATH or postgresql://user:password@host/database"
+    )
+
+
+def safe_url(database_url: str) -> str:
+    """The URL with its password masked, for logs and error messages."""
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unreadable URL)"
+
+
+def engine_options(database_url: str, pool_size: int, lock_timeout: float) -> dict:
+    """Engine options for the database `database_url` names."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        # No busy wait inside the driver.
+        return {"connect_args": {"timeout": 0}}
+
+    return {
+        # One worker serves many greenlets; each holds a connection only for
+        # one short transaction, so a small pool is plenty, and a fixed bound
+        # keeps several workers and hosts under the server's max_connections.
+        "pool_size": pool_size,
+        "max_overflow": 0,
+        "pool_timeout": POOL_TIMEOUT_SECONDS,
+        # A server restart or an idle-connection reaper leaves dead sockets in
+        # the pool; test each before use instead of failing a request.
+        "pool_pre_ping": True,
+        "connect_args": {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "options": f"-c lock_timeout={_milliseconds(lock_timeout)}",
+        },
+    }
+
+
+def tune_engine(engine: Engine, synchronous: str, max_pages: int, lock_timeout: float):
+    """Apply botmon's per-connection settings for the engine's database."""
+    if engine.dialect.name == "sqlite":
+        tune_sqlite(engine, synchronous, max_pages)
+    else:
+        _remember_lock_timeout(engine, lock_timeout)
+
+
+def _milliseconds(seconds: float) -> int:
+    # PostgreSQL reads 0 as "wait forever"; botmon's 0 means "do not wait".
+    return max(1, round(seconds * 1000))
+
+
+def _remember_lock_timeout(engine: Engine, lock_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection, record) -> None:
+        # The session's lock_timeout, set by the connect options: a
+        # transaction that wants another bound sets its own.
+        record.info["lock_timeout"] = _milliseconds(lock_timeout)
 
 
 # SQLite's primary result codes that mean the storage itself is at fault, as
@@ -46,12 +131,26 @@ _UNAVAILABLE = {
 }
 
 
+# PostgreSQL's SQLSTATE codes and classes that mean the same, for the server.
+_SQLSTATE_FAULTS = {
+    "53100": "full",  # disk_full
+    "25006": "read_only",  # read_only_sql_transaction: a standby
+    "08": "unavailable",  # connection exception
+    "57P": "unavailable",  # the server is shutting down or starting up
+    "58": "unavailable",  # system error: I/O
+}
+# Lock waits that ran out, and conflicts that a retry of the whole
+# transaction resolves.
+_SQLSTATE_LOCK_TIMEOUT = "55P03"
+_SQLSTATE_RETRY = {"40P01", "40001"}
+
+
 def storage_fault(error: BaseException) -> str | None:
     """ "full", "read_only" or "unavailable" when the storage failed, else None."""
     original = getattr(error, "orig", error)
     code = getattr(original, "sqlite_errorcode", None)
     if code is None:
-        return None
+        return _postgresql_fault(error, original)
     primary = code & 0xFF
     if primary in _FULL:
         return "full"
@@ -112,36 +211,80 @@ def tune_sqlite(engine: Engine, synchronous: str, max_pages: int = 0) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _is_lock_error(error: OperationalError) -> bool:
+def _postgresql_fault(error: BaseException, original: BaseException) -> str | None:
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate is None:
+        # psycopg raises OperationalError without a code when it cannot reach
+        # the server at all.
+        lost = getattr(error, "connection_invalidated", False)
+        unreachable = type(original).__name__ == "OperationalError"
+        is_psycopg = type(original).__module__.startswith("psycopg")
+        return "unavailable" if lost or (unreachable and is_psycopg) else None
+    for prefix in (sqlstate, sqlstate[:3], sqlstate[:2]):
+        if prefix in _SQLSTATE_FAULTS:
+            return _SQLSTATE_FAULTS[prefix]
+    return None
+
+
+def _sqlstate(error: DBAPIError) -> str:
+    return getattr(error.orig, "sqlstate", None) or ""
+
+
+def _is_lock_error(error: DBAPIError) -> bool:
+    if _sqlstate(error) in _SQLSTATE_RETRY:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
     text = str(error.orig).lower()
     return "database is locked" in text or "database is busy" in text
 
 
+def _bound_lock_wait(connection: Connection, lock_timeout: float) -> None:
+    if connection.dialect.name == "sqlite":
+        # SQLite does not wait: run_in_transaction retries instead.
+        return
+    wanted = _milliseconds(lock_timeout)
+    if connection.info.get("lock_timeout") != wanted:
+        # SET LOCAL: the pooled session keeps its own bound afterwards.
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {wanted}")
+
+
 def run_in_transaction(
-    work: Callable[[Connection], T], *, write: bool, lock_timeout: float
+    work: Callable[[Connection], T],
+    *,
+    write: bool,
+    lock_timeout: float,
+    engine: Engine | None = None,
 ) -> T:
     """Run `work` in one transaction, retrying while the database is locked.
 
     `work` may run more than once, so it must do nothing but database work.
+    `engine` defaults to the app's.
     """
     deadline = time.monotonic() + lock_timeout
     delay = 0.002
     fresh_connection_tried = False
     while True:
         try:
-            with db.engine.connect() as connection:
+            with (engine or db.engine).connect() as connection:
                 if write and connection.dialect.name == "sqlite":
                     connection.execution_options(sqlite_begin="IMMEDIATE")
                 with connection.begin():
+                    _bound_lock_wait(connection, lock_timeout)
                     return work(connection)
         except DBAPIError as error:
+            if _sqlstate(error) == _SQLSTATE_LOCK_TIMEOUT:
+                # The server already waited for the whole bound.
+                raise DatabaseBusy(
+                    f"a lock stayed taken by another session for {lock_timeout:g} s"
+                ) from error
             if storage_fault(error) is not None and not fresh_connection_tried:
                 # The connection may be older than the storage's repair (one
                 # opened while the file system was read-only stays read-only).
                 # The pool was emptied on the fault, so this try gets a new one.
                 fresh_connection_tried = True
                 continue
-            if not isinstance(error, OperationalError) or not _is_lock_error(error):
+            if not _is_lock_error(error):
                 raise
             if time.monotonic() >= deadline:
                 raise DatabaseBusy(
@@ -152,3 +295,17 @@ def run_in_transaction(
         # time.sleep is cooperative under the gevent worker.
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+# Any constant key, the same in every botmon: it names the schema lock.
+_SCHEMA_LOCK_KEY = 0x626F746D6F6E
+
+
+def take_schema_lock(connection: Connection) -> None:
+    """Hold the schema lock until the connection's transaction ends.
+
+    SQLite's write transaction (BEGIN IMMEDIATE) is the lock already; on
+    PostgreSQL an advisory lock serialises processes that start at once.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")

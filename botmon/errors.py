@@ -42,9 +42,9 @@ _STORAGE_ERRORS = {
     ),
     None: (
         "storage_unavailable",
-        "botmon cannot use its database right now (I/O error, missing or "
-        "damaged file); nothing was stored; see botmon's log, fix the storage, "
-        "then resend",
+        "botmon cannot use its database right now (database server "
+        "unreachable, I/O error, missing or damaged file); nothing was stored; "
+        "see botmon's log, fix the storage, then resend",
     ),
 }
 _STORAGE_ERRORS["unavailable"] = _STORAGE_ERRORS[None]

@@ -21,8 +21,27 @@ LATEST_ROW_ID = 1
 # Built once: a push is the hot path, and composing these per call cost more
 # than SQLite's own work.
 _INSERT_SNAPSHOT = insert(snapshots)
-_UPDATE_LATEST = update(latest_servers).where(latest_servers.c.id == LATEST_ROW_ID)
-_INSERT_LATEST = insert(latest_servers)
+
+
+def _upsert_latest(dialect_insert):
+    # Writers may commit out of id order (PostgreSQL hands out ids before
+    # commit), so the row only ever moves to a higher snapshot: "latest" is
+    # the highest committed id whichever writer finishes last.
+    statement = dialect_insert(latest_servers)
+    return statement.on_conflict_do_update(
+        index_elements=[latest_servers.c.id],
+        set_={
+            "snapshot_id": statement.excluded.snapshot_id,
+            "servers_json": statement.excluded.servers_json,
+        },
+        where=latest_servers.c.snapshot_id < statement.excluded.snapshot_id,
+    )
+
+
+_UPSERT_LATEST = {
+    "sqlite": _upsert_latest(sqlite.insert),
+    "postgresql": _upsert_latest(postgresql.insert),
+}
 
 # Old history is deleted by the write that finds it, at most this often, so
 # retention costs one indexed DELETE a minute rather than one per push.
@@ -93,9 +112,14 @@ class Store:
                 },
             ).inserted_primary_key[0]
 
-            values = {"snapshot_id": snapshot_id, "servers_json": servers_json}
-            if not connection.execute(_UPDATE_LATEST, values).rowcount:
-                connection.execute(_INSERT_LATEST, {"id": LATEST_ROW_ID, **values})
+            connection.execute(
+                _UPSERT_LATEST[connection.dialect.name],
+                {
+                    "id": LATEST_ROW_ID,
+                    "snapshot_id": snapshot_id,
+                    "servers_json": servers_json,
+                },
+            )
 
             if prune_before is not None:
                 _delete_history_before(connection, prune_before)
@@ -128,7 +152,11 @@ class Store:
         return self._read(work)
 
     def latest_summary(self) -> StoredSnapshot | None:
-        """The newest snapshot without its (possibly large) guild list."""
+        """The newest snapshot without its (possibly large) guild list.
+
+        Found through `latest_servers`, as `latest()` finds it, so the two
+        always name the same snapshot.
+        """
 
         def work(connection: Connection) -> StoredSnapshot | None:
             row = connection.execute(
@@ -138,8 +166,8 @@ class Store:
                     snapshots.c.resumen_json,
                     snapshots.c.estado_json,
                 )
-                .order_by(snapshots.c.id.desc())
-                .limit(1)
+                .join(latest_servers, latest_servers.c.snapshot_id == snapshots.c.id)
+                .where(latest_servers.c.id == LATEST_ROW_ID)
             ).first()
             return StoredSnapshot(*row, servers_json="") if row else None
 

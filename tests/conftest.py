@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pgserver import PostgresCluster, read_postgresql
 from redisserver import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,22 @@ START_TIMEOUT = 20.0
 REDIS_PASSWORD = "redis-secret-4242"
 # BOTMON_LONG_TESTS=1 runs the load and durability tests at a larger scale.
 LONG_TESTS = os.environ.get("BOTMON_LONG_TESTS", "") == "1"
+# A module marked `both_backends` runs its server tests once per database.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "both_backends: run the module's server tests on SQLite and on PostgreSQL",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    marked = metafunc.definition.get_closest_marker("both_backends")
+    if marked and "backend" in metafunc.fixturenames:
+        # Module scope: a module's own servers start once per backend.
+        metafunc.parametrize("backend", BACKENDS, scope="module")
 
 
 def scaled(short, long):
@@ -45,11 +62,19 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def read_database(path, query: str) -> list[tuple]:
-    """Run `query` on a botmon database file, read-only, from outside botmon."""
+def read_database(where, query: str, *args) -> list[tuple]:
+    """Run `query` on a botmon database from outside botmon, read-only.
+
+    `where` is a SQLite file's path or a database URL; parameters are `%s`.
+    """
+    where = str(where)
+    if where.startswith("postgresql://"):
+        return read_postgresql(where, query, *args)
+
+    path = where.removeprefix("sqlite:///")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return connection.execute(query).fetchall()
+        return connection.execute(query.replace("%s", "?"), args).fetchall()
     finally:
         connection.close()
 
@@ -86,6 +111,15 @@ class LiveServer:
     @property
     def database_path(self) -> Path:
         return self.instance_path / "botmon.sqlite3"
+
+    @property
+    def database(self) -> str:
+        """Where its database is, for `read_database`: a URL or a file path."""
+        return self.env.get("BOTMON_DATABASE_URL") or str(self.database_path)
+
+    def read(self, query: str, *args) -> list[tuple]:
+        """Rows from this server's database, read from outside botmon."""
+        return read_database(self.database, query, *args)
 
     def start(self) -> "LiveServer":
         self.instance_path.mkdir(parents=True, exist_ok=True)
@@ -166,13 +200,68 @@ class LiveServer:
         return requests.get(self.url + path, timeout=30, **kwargs)
 
 
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """The database the servers of a test use; see `both_backends`."""
+    return "sqlite"
+
+
+class LazyCluster:
+    """The session's private PostgreSQL server, started when first asked for."""
+
+    def __init__(self):
+        self.cluster: PostgresCluster | None = None
+
+    def get(self) -> PostgresCluster:
+        if self.cluster is None:
+            self.cluster = PostgresCluster(free_port()).start()
+        return self.cluster
+
+    def destroy(self) -> None:
+        if self.cluster is not None:
+            self.cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def lazy_cluster():
+    holder = LazyCluster()
+    yield holder
+    holder.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres(lazy_cluster) -> PostgresCluster:
+    """The session's private PostgreSQL server."""
+    return lazy_cluster.get()
+
+
+@pytest.fixture(scope="session")
+def database_env(lazy_cluster):
+    """Gives the environment for a new botmon's fresh database on a backend.
+
+    A plain function of the backend rather than a fixture that depends on
+    it, so a session-wide server never outlives the backend it was made for.
+    """
+
+    def fresh(backend: str) -> dict[str, str]:
+        if backend == "sqlite":
+            return {}
+        return {"BOTMON_DATABASE_URL": lazy_cluster.get().create_database()}
+
+    return fresh
+
+
 @pytest.fixture
-def start_server(tmp_path_factory):
-    """Start botmon servers on fresh instance folders; all are stopped at the end."""
+def start_server(tmp_path_factory, database_env, backend):
+    """Start botmon servers on fresh instance folders; all are stopped at the end.
+
+    Each gets a fresh database of the test's backend unless `env` names one.
+    """
     started: list[LiveServer] = []
 
     def start(env: dict[str, str] | None = None, instance_path=None) -> LiveServer:
         path = instance_path or tmp_path_factory.mktemp("botmon")
+        env = {**database_env(backend), **(env or {})}
         server = LiveServer(Path(path), env).start()
         started.append(server)
         return server
@@ -189,11 +278,25 @@ def server(start_server) -> LiveServer:
 
 
 @pytest.fixture(scope="session")
-def shared_server(tmp_path_factory):
+def shared_servers(tmp_path_factory, database_env):
+    """One botmon per backend, started when first asked for."""
+    servers: dict[str, LiveServer] = {}
+
+    def get(backend: str) -> LiveServer:
+        if backend not in servers:
+            path = tmp_path_factory.mktemp(f"botmon-shared-{backend}")
+            servers[backend] = LiveServer(path, database_env(backend)).start()
+        return servers[backend]
+
+    yield get
+    for server in servers.values():
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_server(shared_servers, backend) -> LiveServer:
     """One botmon for tests that only send refused pushes or read."""
-    server = LiveServer(tmp_path_factory.mktemp("botmon-shared")).start()
-    yield server
-    server.kill()
+    return shared_servers(backend)
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ import pytest
 import requests
 from conftest import API_KEY, LiveServer, wait_for
 
+# The whole API is checked on each database botmon supports.
+pytestmark = pytest.mark.both_backends
+
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 READ_PATHS = ["/api/bot/resumen/", "/api/bot/estado/", "/api/bot/servers/"]
 
@@ -220,10 +223,11 @@ def test_a_generated_key_is_kept_private_and_reused(start_server, seed_bytes):
 
 
 @pytest.fixture(scope="module")
-def small_body_server(tmp_path_factory):
+def small_body_server(tmp_path_factory, database_env, backend):
     """A server that takes bodies of at most 4096 bytes."""
     path = tmp_path_factory.mktemp("botmon-small-body")
-    server = LiveServer(path, {"BOTMON_MAX_BODY_BYTES": "4096"}).start()
+    env = {**database_env(backend), "BOTMON_MAX_BODY_BYTES": "4096"}
+    server = LiveServer(path, env).start()
     yield server
     server.kill()
 

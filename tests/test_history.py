@@ -5,6 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+# The whole API is checked on each database botmon supports.
+pytestmark = pytest.mark.both_backends
+
 
 def push_latencies(server, seed, latencies):
     """Push one snapshot per latency; return the receipt times botmon gave."""

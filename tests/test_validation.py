@@ -11,6 +11,9 @@ import uuid
 import pytest
 from conftest import LiveServer
 
+# The whole API is checked on each database botmon supports.
+pytestmark = pytest.mark.both_backends
+
 MAX_INT64 = 2**63 - 1
 PLACEHOLDER = "@@raw-token@@"
 
@@ -31,17 +34,22 @@ READ_BACK = {
 
 
 @pytest.fixture(scope="module")
-def accepting_server(tmp_path_factory):
+def accepting_server(tmp_path_factory, database_env, backend):
     """A server of this module's own, for pushes that are accepted."""
-    server = LiveServer(tmp_path_factory.mktemp("botmon-accepting")).start()
+    path = tmp_path_factory.mktemp("botmon-accepting")
+    server = LiveServer(path, database_env(backend)).start()
     yield server
     server.kill()
 
 
 @pytest.fixture(scope="module")
-def limits_server(tmp_path_factory):
+def limits_server(tmp_path_factory, database_env, backend):
     """A server with small limits on servers per push and on error messages."""
-    env = {"BOTMON_MAX_SERVERS": "3", "BOTMON_MAX_ERROR_MESSAGES": "2"}
+    env = {
+        **database_env(backend),
+        "BOTMON_MAX_SERVERS": "3",
+        "BOTMON_MAX_ERROR_MESSAGES": "2",
+    }
     server = LiveServer(tmp_path_factory.mktemp("botmon-limits"), env).start()
     yield server
     server.kill()
