@@ -380,12 +380,14 @@ class Store:
             ).rowcount
             if taken:
                 return True
+            # RETURNING rather than rowcount: through psycopg, SQLAlchemy gives
+            # -1 as this INSERT's row count, whether it inserted or not.
             inserted = connection.execute(
-                _insert_unless_present(connection, leases, ["name"]).values(
-                    name=name, **values
-                )
-            ).rowcount
-            return inserted == 1
+                _insert_unless_present(connection, leases, ["name"])
+                .values(name=name, **values)
+                .returning(leases.c.name)
+            ).first()
+            return inserted is not None
 
         return self._write(work)
 

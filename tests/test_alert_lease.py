@@ -36,18 +36,24 @@ WEBHOOK_DELAY = 0.5
 
 
 @pytest.fixture
-def store_app(tmp_path):
-    app = create_app({"BOTMON_INSTANCE_PATH": str(tmp_path), "BOT_API_KEY": "k"})
+def store_app(tmp_path, backend, database_env):
+    env = database_env(backend)
+    app = create_app({"BOTMON_INSTANCE_PATH": str(tmp_path), "BOT_API_KEY": "k", **env})
+    app.config["TEST_DATABASE"] = env.get("BOTMON_DATABASE_URL") or str(
+        tmp_path / "botmon.sqlite3"
+    )
     with app.app_context():
         yield app
 
 
 def lease_row(app) -> tuple | None:
-    path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
-    rows = read_database(path, "SELECT holder, expires_at FROM leases")
+    rows = read_database(
+        app.config["TEST_DATABASE"], "SELECT holder, expires_at FROM leases"
+    )
     return rows[0] if rows else None
 
 
+@pytest.mark.both_backends
 def test_a_lease_is_taken_renewed_left_to_expire_and_released(store_app):
     store = store_app.extensions["botmon"].store
 
@@ -74,6 +80,7 @@ def test_a_lease_is_taken_renewed_left_to_expire_and_released(store_app):
     assert store.acquire_lease("other", "b", T0 + 17, 10) is True
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("expired_first", [False, True])
 def test_of_many_asking_at_once_exactly_one_gets_the_lease(store_app, expired_first):
     store = store_app.extensions["botmon"].store
