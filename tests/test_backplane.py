@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, REDIS_PASSWORD, read_database, wait_for
+from conftest import API_KEY, REDIS_PASSWORD, wait_for
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -36,9 +36,8 @@ PROMPTLY = 15.0
 POST_BOUND_SECONDS = 1.5
 REDIS_TIMEOUT_SECONDS = 2.0
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/net/tcp").exists(), reason="maps connections through /proc"
-)
+# The workers share SQLite in one run and PostgreSQL in the other.
+pytestmark = pytest.mark.both_backends
 
 
 # Who holds a connection ------------------------------------------------------
@@ -277,6 +276,33 @@ def test_a_listener_joining_either_worker_gets_the_latest_at_once(
             listener.close()
 
 
+def test_two_instances_on_two_ports_share_one_database_and_every_push(
+    start_server, redis_server, seed
+):
+    first = start_workers(start_server, redis_server)
+    database_url = first.env.get("BOTMON_DATABASE_URL") or (
+        f"sqlite:///{first.database_path}"
+    )
+    second = start_workers(start_server, redis_server, BOTMON_DATABASE_URL=database_url)
+    groups = [spread_listeners(first), spread_listeners(second)]
+    listeners = [listener for group in groups for listener in everyone(group)]
+    try:
+        # The seed to one instance, then a newer push to the other: every
+        # listener of every worker of both hears each.
+        assert first.post(payload(seed, 1)).status_code == 201
+        wait_for(all_reached(listeners, 1), PROMPTLY, "the push to the first")
+        assert second.post(payload(seed, 2)).status_code == 201
+        wait_for(all_reached(listeners, 2), PROMPTLY, "the push to the second")
+
+        for server in (first, second):
+            resumen = server.get("/api/bot/resumen/").json()
+            assert resumen[EVENTS] == 2
+        assert len(first.read("SELECT id FROM snapshots")) == 2
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
 def test_pushes_are_kept_and_told_while_redis_is_down_and_caught_up_after(
     listeners_and_posters, redis_server, seed
 ):
@@ -302,7 +328,7 @@ def test_pushes_are_kept_and_told_while_redis_is_down_and_caught_up_after(
     wait_for(all_reached(listeners, 8), PROMPTLY, "every listener caught up")
     assert all(listener.never_went_back() for listener in listeners)
 
-    stored = read_database(server.database_path, "SELECT id FROM snapshots")
+    stored = server.read("SELECT id FROM snapshots")
     assert sorted(row[0] for row in stored) == sorted(ids)
 
     # And the backplane carries pushes again, through either worker.
