@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, SEED_PATH, free_port
+from conftest import ROOT, SEED_PATH, free_port, read_database
 from websockets.sync.client import connect
 
 DEPLOY = ROOT / "deploy"
 UNIT_PATH = DEPLOY / "botmon.service"
 DOCKERFILE_PATH = DEPLOY / "Dockerfile"
 ENV_EXAMPLE_PATH = DEPLOY / "botmon.env.example"
+SCALE_OUT_PATH = DEPLOY / "botmon-scale-out.conf"
 START_TIMEOUT = 60.0  # strace slows the start several times over
 # scripts/ensure-test-tools installs both where they are missing.
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "systemd-analyze"
@@ -120,6 +121,48 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     result = verify(unit)
     assert "Failed to parse kill mode" in result.stderr
     assert "Unknown key 'ProtectSytem'" in result.stderr
+
+
+def test_the_scale_out_drop_in_passes_verify_and_migrates_before_the_start(
+    tmp_path, postgres
+):
+    """systemd reads it with the unit, and its ExecStartPre migrates PostgreSQL."""
+    python = Path(sys.prefix) / "bin" / "python"
+    gunicorn = Path(sys.prefix) / "bin" / "gunicorn"
+    unit = tmp_path / "botmon.service"
+    unit.write_text(
+        UNIT_PATH.read_text().replace("/opt/botmon/venv/bin/gunicorn", str(gunicorn))
+    )
+    drop_in_text = SCALE_OUT_PATH.read_text()
+    (tmp_path / "botmon.service.d").mkdir()
+    (tmp_path / "botmon.service.d" / "scale-out.conf").write_text(
+        drop_in_text.replace("/opt/botmon/venv/bin/python", str(python))
+    )
+
+    result = verify(unit)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+    drop_in = parse_unit(drop_in_text)["Service"]
+    (pre_start,) = drop_in["ExecStartPre"]
+    database_url = postgres.create_database()
+    env = {
+        **os.environ,
+        **dict(item.split("=", 1) for item in drop_in["Environment"]),
+        "BOTMON_DATABASE_URL": database_url,
+        "BOTMON_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    command = shlex.split(pre_start.replace("/opt/botmon/venv/bin/python", str(python)))
+    migrated = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert "the database schema at revision" in migrated.stderr
+    tables = read_database(
+        database_url,
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = 'alembic_version'",
+    )
+    assert tables == [(1,)]
 
 
 def verify(unit: Path) -> subprocess.CompletedProcess:
