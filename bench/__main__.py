@@ -1,4 +1,4 @@
-"""`python -m bench [--quick]`: run the benchmark and print its table."""
+"""`python -m bench [--quick]`: run the benchmark and print its tables."""
 
 import argparse
 import asyncio
@@ -33,6 +33,11 @@ def main() -> int:
         choices=list(SERVERS),
         help="run only against this server (repeatable)",
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the servers and the client run on any core (see docs/benchmarks.md)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     logging.basicConfig(
@@ -43,7 +48,7 @@ def main() -> int:
     servers = args.server or list(SERVERS)
     try:
         rows, out_path = asyncio.run(
-            run(plan, args.results, set(args.only or ()), servers)
+            run(plan, args.results, set(args.only or ()), servers, not args.no_pin)
         )
     except RuntimeError as error:
         print(f"bench failed: {error}", file=sys.stderr)

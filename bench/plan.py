@@ -28,6 +28,8 @@ class Plan:
     big_posts: int
     big_fanout: FanOut
     stalled_listeners: int
+    # Listeners spread over botmon's workers, compared with one worker.
+    scaleout: FanOut
     # How long one POST may take to reach every listener before the ones that
     # have not got it are counted as having missed it.
     delivery_timeout: float
@@ -48,6 +50,7 @@ FULL = Plan(
     big_posts=7,
     big_fanout=FanOut(100, 20, 60),
     stalled_listeners=100,
+    scaleout=FanOut(10_000, 100, 150),
     delivery_timeout=15,
 )
 
@@ -66,5 +69,6 @@ QUICK = Plan(
     big_posts=3,
     big_fanout=FanOut(10, 5, 3),
     stalled_listeners=10,
+    scaleout=FanOut(400, 20, 5),
     delivery_timeout=10,
 )

@@ -9,6 +9,8 @@ SERVER_CORE = 0
 CLIENT_CORE = 1
 # Enough for 10,000 listeners plus the posters, where the hard limit allows.
 WANTED_OPEN_FILES = 20_000
+# The state column of /proc/net/tcp for an established connection.
+TCP_ESTABLISHED = "01"
 
 
 def process_tree(pid: int) -> list[int]:
@@ -21,6 +23,46 @@ def process_tree(pid: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def established_by_process(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established TCP connections to local `port` each process holds.
+
+    A connection belongs to the process whose file descriptors hold its socket;
+    the listening socket, which gunicorn's processes share, is not established
+    and so is not counted.
+    """
+    wanted = _established_inodes(port)
+    held = {}
+    for pid in pids:
+        held[pid] = sum(1 for inode in _socket_inodes(pid) if inode in wanted)
+    return held
+
+
+def _established_inodes(port: int) -> set[str]:
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and fields[3] == TCP_ESTABLISHED:
+            inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> list[str]:
+    inodes = []
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(descriptor)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.append(target[len("socket:[") : -1])
+    return inodes
 
 
 def cpu_seconds(pids: list[int]) -> float:

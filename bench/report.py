@@ -4,7 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .plan import Plan
-from .scenarios import SCENARIOS
+from .scenarios import PAIR, SCENARIOS
 
 LABEL_WIDTH = 46
 VALUE_WIDTH = 14
@@ -65,6 +65,26 @@ def _near_reference(scenario: str, complete: bool = False):
     return check
 
 
+def _scaled_out(scenario: str):
+    """Every listener served by the spread-out workers, near the reference."""
+
+    def check(rows: Rows) -> tuple[bool | None, str]:
+        row = rows.get(("botmon-redis", scenario))
+        theirs = _value(rows, "reference", scenario, "p99_ms")
+        if row is None or row.get("p99_ms") is None or not theirs:
+            return None, "not measured"
+        ratio = row["p99_ms"] / theirs
+        lost = row["missed"] + row["connect_failed"]
+        holding = sum(1 for count in row["listeners_by_pid"].values() if count)
+        passed = ratio <= GOAL_RATIO and lost == 0 and holding == row["processes"]
+        return passed, (
+            f"{row['p99_ms']:g} ms vs {theirs:g} ms = {ratio:.2f}x, {lost} missed "
+            f"or not connected, listeners per worker {row['listeners_split']}"
+        )
+
+    return check
+
+
 GOALS = (
     Goal(
         "fan-out p99 <= 10 ms at 100 listeners",
@@ -93,12 +113,19 @@ GOALS = (
         "at most 30 KiB per idle listener",
         _at_most("idle-memory", "kib_per_listener", 30),
     ),
+    Goal(
+        "2 workers + Redis: fan-out p99 within 1.5x of the reference at 10,000, "
+        "none missed, every worker holding listeners",
+        _scaled_out("scaleout"),
+    ),
 )
 
 
 def _format(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -124,16 +151,30 @@ def _cpu(row: dict | None) -> str:
 
 
 def table(rows: Rows, plan: Plan) -> str:
-    """Every scenario's figures, botmon beside the reference, as plain text."""
+    """Every scenario's figures beside the reference's, as plain text."""
+    lines = _pair_table(rows, plan)
+    scaled = _scaleout_table(rows, plan)
+    if lines and scaled:
+        lines.append("")
+    lines += scaled
+    lines.append("")
+    lines.append(
+        "* the client was busy for at least 85% of the wall time: it, not the "
+        "server, set the pace"
+    )
+    return "\n".join(lines)
+
+
+def _pair_table(rows: Rows, plan: Plan) -> list[str]:
     header = (
         f"{'scenario / figure':<{LABEL_WIDTH}}{'botmon':>{VALUE_WIDTH}}"
         f"{'reference':>{VALUE_WIDTH + 4}}{'ratio':>{VALUE_WIDTH - 4}}"
     )
-    lines = [header, "-" * len(header)]
+    lines = []
     for scenario in SCENARIOS:
         mine = rows.get(("botmon", scenario.id))
         theirs = rows.get(("reference", scenario.id))
-        if mine is None and theirs is None:
+        if scenario.servers != PAIR or (mine is None and theirs is None):
             continue
         lines.append(scenario.title(plan))
         for figure in scenario.figures:
@@ -147,12 +188,56 @@ def table(rows: Rows, plan: Plan) -> str:
             f"  {'cpu s server/client in wall s':<{LABEL_WIDTH - 2}}"
             f"{_cpu(mine):>{VALUE_WIDTH}}{_cpu(theirs):>{VALUE_WIDTH + 4}}"
         )
-    lines.append("")
-    lines.append(
-        "* the client was busy for at least 85% of the wall time: it, not the "
-        "server, set the pace"
+    if not lines:
+        return []
+    return [header, "-" * len(header), *lines]
+
+
+# The scale-out scenarios' columns, and the two ratios worth reading there:
+# what the second worker and Redis cost, and where that leaves botmon.
+SCALED_COLUMNS = (
+    ("botmon", "1 worker"),
+    ("botmon-redis", "2 w + Redis"),
+    ("reference", "reference"),
+)
+SCALED_RATIOS = (
+    ("botmon-redis", "botmon", "2w/1w"),
+    ("botmon-redis", "reference", "2w/ref"),
+)
+
+
+def _scaleout_table(rows: Rows, plan: Plan) -> list[str]:
+    width = VALUE_WIDTH + 4
+    header = (
+        f"{'scenario / figure':<{LABEL_WIDTH}}"
+        + "".join(f"{label:>{width}}" for _, label in SCALED_COLUMNS)
+        + "".join(f"{label:>{VALUE_WIDTH - 4}}" for *_, label in SCALED_RATIOS)
     )
-    return "\n".join(lines)
+    lines = []
+    for scenario in SCENARIOS:
+        found = {name: rows.get((name, scenario.id)) for name in scenario.servers}
+        if scenario.servers == PAIR or not any(found.values()):
+            continue
+        lines.append(scenario.title(plan))
+        for figure in scenario.figures:
+            values = {name: (row or {}).get(figure.key) for name, row in found.items()}
+            lines.append(
+                f"  {figure.label:<{LABEL_WIDTH - 2}}"
+                + "".join(
+                    f"{_format(values.get(n)):>{width}}" for n, _ in SCALED_COLUMNS
+                )
+                + "".join(
+                    f"{_ratio(values.get(a), values.get(b)):>{VALUE_WIDTH - 4}}"
+                    for a, b, _ in SCALED_RATIOS
+                )
+            )
+        lines.append(
+            f"  {'cpu s server/client in wall s':<{LABEL_WIDTH - 2}}"
+            + "".join(f"{_cpu(found.get(n)):>{width}}" for n, _ in SCALED_COLUMNS)
+        )
+    if not lines:
+        return []
+    return [header, "-" * len(header), *lines]
 
 
 def goals(rows: Rows, plan: Plan) -> str:

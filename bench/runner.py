@@ -1,4 +1,4 @@
-"""One bench run: start both servers, run every scenario on each, stop them."""
+"""One bench run: start the servers, run every scenario on its servers, stop them."""
 
 import json
 import logging
@@ -14,11 +14,17 @@ from . import client, procfs
 from .measure import Meter
 from .plan import Plan
 from .scenarios import SCENARIOS, SMALL, Scenario
-from .servers import BotmonServer, ReferenceServer, Server
+from .servers import BotmonServer, ReferenceServer, ScaledBotmonServer, Server
 
 log = logging.getLogger(__name__)
 
-SERVERS = {"botmon": BotmonServer, "reference": ReferenceServer}
+# In the order their columns appear; a server is started only when a chosen
+# scenario runs on it, so the scaled-out botmon costs nothing to other runs.
+SERVERS = {
+    "botmon": BotmonServer,
+    "botmon-redis": ScaledBotmonServer,
+    "reference": ReferenceServer,
+}
 PACKAGES = (
     "flask",
     "flask-sock",
@@ -95,15 +101,27 @@ async def run_scenario(scenario: Scenario, server: Server, plan: Plan) -> dict:
     }
 
 
+def _pinning(wanted: bool) -> bool:
+    """Pin this client to its core if asked and possible; say whether it is."""
+    if not wanted:
+        log.warning("not pinned: servers and client run on any core")
+        return False
+    if not procfs.can_pin():
+        log.warning("fewer than two cores: server and client share them")
+        return False
+    procfs.pin_to(procfs.CLIENT_CORE)
+    return True
+
+
 async def run(
-    plan: Plan, results_dir: Path, only: set[str], servers: list[str]
+    plan: Plan,
+    results_dir: Path,
+    only: set[str],
+    servers: list[str],
+    pin: bool = True,
 ) -> tuple[dict, Path]:
     """Run the chosen scenarios on the chosen servers; return rows and file."""
-    pin = procfs.can_pin()
-    if pin:
-        procfs.pin_to(procfs.CLIENT_CORE)
-    else:
-        log.warning("fewer than two cores: server and client share them")
+    pin = _pinning(pin)
     open_files = procfs.raise_open_file_limit()
     log.info("open file limit %d, pinned %s", open_files, pin)
 
@@ -111,19 +129,33 @@ async def run(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_path = results_dir / f"{stamp}-{plan.mode}.jsonl"
     chosen = [s for s in SCENARIOS if not only or s.id in only]
+    needed = [
+        name
+        for name in SERVERS
+        if name in servers and any(name in s.servers for s in chosen)
+    ]
     rows: dict[tuple[str, str], dict] = {}
 
     with tempfile.TemporaryDirectory(prefix="botmon-bench-") as workdir:
-        started = [SERVERS[name](Path(workdir), pin) for name in servers]
+        started = []
         try:
-            for server in started:
-                server.start()
-                await warm_up(server)
+            for name in needed:
+                started.append(SERVERS[name](Path(workdir), pin))
+                started[-1].start()
+                await warm_up(started[-1])
             with open(out_path, "w", encoding="utf-8") as out:
-                header = {"kind": "run", "mode": plan.mode, "at": stamp, **machine()}
+                header = {
+                    "kind": "run",
+                    "mode": plan.mode,
+                    "at": stamp,
+                    "pinned": pin,
+                    **machine(),
+                }
                 out.write(json.dumps(header) + "\n")
                 for scenario in chosen:
                     for server in started:
+                        if server.name not in scenario.servers:
+                            continue
                         log.info("%s: %s ...", server.name, scenario.title(plan))
                         row = await run_scenario(scenario, server, plan)
                         rows[(server.name, scenario.id)] = row

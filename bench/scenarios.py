@@ -38,12 +38,18 @@ class Figure:
     higher_is_better: bool = False
 
 
+# The servers most scenarios compare: botmon as production runs it by
+# default, and the reference.
+PAIR = ("botmon", "reference")
+
+
 @dataclass(frozen=True)
 class Scenario:
     id: str
     title: Callable[[Plan], str]
     run: Run
     figures: tuple[Figure, ...]
+    servers: tuple[str, ...] = PAIR
 
 
 LATENCY = (
@@ -84,37 +90,56 @@ async def fan_out(
             peers = await client.open_stalled(
                 server.host, server.port, WS_PATH, stalled
             )
-        connected = len(pool.sockets)
-        tally.expected = connected
-        latencies: list[float] = []
-        missed = errors = posts = 0
-        log.info("%d listeners connected; posting", connected)
-        async with client.poster_session(1) as session, PeakRss(server.pids()) as rss:
-            meter.start()
-            deadline = time.monotonic() + shape.seconds
-            while posts < shape.posts and time.monotonic() < deadline:
-                posts += 1
-                seq = server.next_seq()
-                started = time.perf_counter()
-                status = await client.post(session, server.post_url, payload.body(seq))
-                if status != 201:
-                    errors += 1
-                    continue
-                server.has_latest = True
-                got = await tally.wait_for_all(seq, plan.delivery_timeout)
-                missed += connected - got
-                if got == connected:
-                    latencies.append(tally.last_at[seq] - started)
-            meter.stop()
+        figures = await _post_one_at_a_time(
+            server, plan, meter, shape, tally, len(pool.sockets), payload
+        )
     finally:
         for peer in peers:
             peer.close()
         await pool.close()
 
     return {
-        "listeners": connected,
+        "listeners": len(pool.sockets),
         "connect_failed": pool.failed,
         "stalled_listeners": len(peers),
+        "deflate_negotiated": pool.negotiated_compression,
+        **figures,
+    }
+
+
+async def _post_one_at_a_time(
+    server: Server,
+    plan: Plan,
+    meter: Meter,
+    shape: FanOut,
+    tally: client.Tally,
+    connected: int,
+    payload: Payload = SMALL,
+) -> dict:
+    """The measured part of a fan-out: POSTs in turn, each awaited by everyone."""
+    tally.expected = connected
+    latencies: list[float] = []
+    missed = errors = posts = 0
+    log.info("%d listeners connected; posting", connected)
+    async with client.poster_session(1) as session, PeakRss(server.pids()) as rss:
+        meter.start()
+        deadline = time.monotonic() + shape.seconds
+        while posts < shape.posts and time.monotonic() < deadline:
+            posts += 1
+            seq = server.next_seq()
+            started = time.perf_counter()
+            status = await client.post(session, server.post_url, payload.body(seq))
+            if status != 201:
+                errors += 1
+                continue
+            server.has_latest = True
+            got = await tally.wait_for_all(seq, plan.delivery_timeout)
+            missed += connected - got
+            if got == connected:
+                latencies.append(tally.last_at[seq] - started)
+        meter.stop()
+
+    return {
         "posts": posts,
         "post_errors": errors,
         "missed": missed,
@@ -122,9 +147,54 @@ async def fan_out(
         "p99_ms": ms(percentile(latencies, 0.99)),
         "max_ms": ms(max(latencies, default=None)),
         "rss_peak_mib": mib(rss.peak),
-        "deflate_negotiated": pool.negotiated_compression,
         "body_kib": round(payload.size / 1024, 1),
         **_per_post(meter, posts),
+    }
+
+
+async def scale_out(server: Server, plan: Plan, meter: Meter) -> dict:
+    """Fan-out to listeners spread over the server's processes, and their split.
+
+    Which worker takes a connection is the kernel's choice; the split is read
+    back from /proc, so the figures say how many listeners each process held
+    rather than assuming an even share.
+    """
+    shape = plan.scaleout
+    before = procfs.rss_bytes(server.pids())
+    tally, pool = await _connect(server, shape.listeners)
+    try:
+        await asyncio.sleep(IDLE_SETTLE_SECONDS)
+        after = procfs.rss_bytes(server.pids())
+        split = procfs.established_by_process(server.port, server.worker_pids())
+        log.info("listeners per process: %s", split)
+        roles = server.roles()
+        cpu_before = {pid: procfs.cpu_seconds([pid]) for pid in roles}
+        figures = await _post_one_at_a_time(
+            server, plan, meter, shape, tally, len(pool.sockets)
+        )
+        cpu_spent = {
+            role: procfs.cpu_seconds([pid]) - cpu_before[pid]
+            for pid, role in roles.items()
+        }
+    finally:
+        await pool.close()
+
+    connected = len(pool.sockets)
+    held = sorted(split.values(), reverse=True)
+    return {
+        "listeners": connected,
+        "connect_failed": pool.failed,
+        "processes": len(split),
+        "listeners_by_pid": {str(pid): count for pid, count in split.items()},
+        "listeners_split": " / ".join(f"{count:,}" for count in held),
+        "busiest_share": round(held[0] / connected, 3) if connected else None,
+        "kib_per_listener": round((after - before) / max(connected, 1) / 1024, 1),
+        # Where the server's CPU went: the workers, and Redis when it is used.
+        "cpu_ms_per_post_by_process": {
+            role: round(spent * 1000 / max(figures["posts"], 1), 2)
+            for role, spent in cpu_spent.items()
+        },
+        **figures,
     }
 
 
@@ -309,5 +379,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         lambda p: f"fan-out, {p.fanout_large.listeners:,} listeners",
         lambda s, p, m: fan_out(s, p, m, p.fanout_large),
         LATENCY,
+    ),
+    Scenario(
+        "scaleout",
+        lambda p: f"scale-out, {p.scaleout.listeners:,} listeners over the workers",
+        scale_out,
+        (
+            *LATENCY,
+            Figure("listeners_split", "listeners per worker"),
+            Figure("kib_per_listener", "KiB per idle listener"),
+            Figure("rss_peak_mib", "server RSS peak MiB"),
+        ),
+        ("botmon", "botmon-redis", "reference"),
     ),
 )

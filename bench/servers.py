@@ -1,6 +1,6 @@
-"""Start and stop the two servers under test, each as its own process group.
+"""Start and stop the servers under test, each as its own process group.
 
-Both run on the server core, bind 127.0.0.1 only, and are stopped by the PID
+All run on the server core, bind 127.0.0.1 only, and are stopped by the PID
 this module started, never by name.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import procfs
 from .payloads import API_KEY
+from .redis_process import RedisProcess
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,12 @@ class Server:
         self.seq += 1
         return self.seq
 
+    def pin_to_server_core(self) -> None:
+        if self.pin:
+            procfs.pin_to(procfs.SERVER_CORE)
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pin = (lambda: procfs.pin_to(procfs.SERVER_CORE)) if self.pin else None
         with open(self.log_path, "ab") as server_log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -81,7 +85,7 @@ class Server:
                 stdout=server_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=pin,
+                preexec_fn=self.pin_to_server_core,
             )
         self._wait_until_ready()
         log.info(
@@ -116,9 +120,13 @@ class Server:
             return []
         return procfs.process_tree(self.process.pid)
 
-    def worker_pid(self) -> int | None:
-        pids = self.pids()
-        return pids[-1] if pids else None
+    def worker_pids(self) -> list[int]:
+        """The processes that hold listeners."""
+        return self.pids()
+
+    def roles(self) -> dict[int, str]:
+        """What each of the server's processes is, for per-process figures."""
+        return {pid: "server" for pid in self.pids()}
 
     def stop(self) -> None:
         """SIGTERM the process we started, then SIGKILL its group if it lingers."""
@@ -142,19 +150,99 @@ class BotmonServer(Server):
     """botmon as production runs it: gunicorn, one gevent worker, SQLite."""
 
     name = "botmon"
+    workers = 1
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
 
     def environment(self) -> dict[str, str]:
+        inherited = super().environment()
+        # A backplane set in the caller's shell must not reach the one-worker
+        # botmon, nor a stray worker count.
+        for name in ("BOTMON_REDIS_URL", "WEB_CONCURRENCY"):
+            inherited.pop(name, None)
         return {
-            **super().environment(),
+            **inherited,
             "BOTMON_INSTANCE_PATH": str(self.workdir / "instance"),
             "BOTMON_BIND": f"127.0.0.1:{self.port}",
+            "BOTMON_WORKERS": str(self.workers),
             # The access log would measure the terminal, not botmon; the tests
             # turn it off the same way.
             "BOTMON_ACCESS_LOG": "",
         }
+
+    def worker_pids(self) -> list[int]:
+        # gunicorn's master holds no connection; it only watches the workers.
+        return self.pids()[1:]
+
+    def roles(self) -> dict[int, str]:
+        pids = self.pids()
+        workers = {pid: f"worker {n}" for n, pid in enumerate(self.worker_pids(), 1)}
+        return {pids[0]: "master", **workers} if pids else {}
+
+
+class ScaledBotmonServer(BotmonServer):
+    """botmon with two gevent workers sharing snapshots through Redis.
+
+    Both workers share one SQLite file, and a private redis-server carries
+    the snapshots between them. The redis-server runs on the server core too,
+    and counts as part of the server: its CPU and memory are in the figures.
+    """
+
+    name = "botmon-redis"
+    workers = 2
+    channel = "botmon:bench"
+
+    def __init__(self, workdir: Path, pin: bool):
+        super().__init__(workdir, pin)
+        self.redis = RedisProcess(self.workdir / "redis", free_port())
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **super().environment(),
+            "BOTMON_REDIS_URL": self.redis.url,
+            "BOTMON_REDIS_CHANNEL": self.channel,
+        }
+
+    def start(self) -> None:
+        self.redis.start(self.pin_to_server_core)
+        try:
+            super().start()
+            self._wait_for_subscribers()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_for_subscribers(self) -> None:
+        """Wait until every worker listens on the channel: only then do all hear."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.redis.subscribers(self.channel) >= self.workers:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"{self.name}: not all {self.workers} workers subscribed to Redis "
+            f"within {START_TIMEOUT_SECONDS:g} s; see {self.log_path}"
+        )
+
+    def pids(self) -> list[int]:
+        gunicorn = super().pids()
+        return gunicorn + [self.redis.pid] if gunicorn and self.redis.pid else gunicorn
+
+    def worker_pids(self) -> list[int]:
+        return [pid for pid in super().worker_pids() if pid != self.redis.pid]
+
+    def roles(self) -> dict[int, str]:
+        roles = super().roles()
+        if roles and self.redis.pid:
+            roles[self.redis.pid] = "redis-server"
+        return roles
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.redis.stop()
 
 
 class ReferenceServer(Server):
