@@ -1,17 +1,18 @@
-"""A private redis-server for the bench's scaled-out botmon.
+"""A private redis-server, for the bench's scaled-out botmon and for the tests.
 
-It binds 127.0.0.1 on a free port, keeps nothing on disk, runs on the same
-core as the server it serves, and is stopped by the PID this module started.
+It binds 127.0.0.1 on the port it is given, keeps nothing on disk, and is
+stopped by the PID this module started.
 """
 
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import redis
 
 log = logging.getLogger(__name__)
 
@@ -24,25 +25,26 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found is None:
         raise RuntimeError(
-            "redis-server is not installed, and the scaled-out botmon needs one: "
-            "install Debian's redis-server (apt-get install redis-server, or "
-            "scripts/ensure-test-tools as root)"
+            "redis-server is not installed: install Debian's redis-server "
+            "(apt-get install redis-server, or scripts/ensure-test-tools as root)"
         )
     return found
 
 
 class RedisProcess:
-    """One redis-server the bench started, on a port of its own."""
+    """One redis-server we started, on a port of its own."""
 
-    def __init__(self, directory: Path, port: int):
+    def __init__(self, directory: Path, port: int, password: str = ""):
         self.directory = directory
         self.port = port
+        self.password = password
         self.log_path = directory / "redis.log"
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -50,7 +52,8 @@ class RedisProcess:
             return None
         return self.process.pid
 
-    def start(self, preexec: Callable[[], None] | None) -> None:
+    def start(self, preexec: Callable[[], None] | None = None) -> None:
+        """Start it (again, after a stop or a kill) and wait until it answers."""
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
             redis_server_binary(),
@@ -61,6 +64,8 @@ class RedisProcess:
             "--dir", str(self.directory),
             "--logfile", str(self.log_path),
         ]  # fmt: skip
+        if self.password:
+            command += ["--requirepass", self.password]
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.DEVNULL,
@@ -76,33 +81,35 @@ class RedisProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start; see {self.log_path}")
-            try:
-                if self.command("PING") == b"+PONG":
-                    return
-            except OSError:
-                time.sleep(0.05)
+            if self.answers():
+                return
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(
             f"redis-server did not answer within {START_TIMEOUT_SECONDS:g} s; "
             f"see {self.log_path}"
         )
 
+    def answers(self) -> bool:
+        """Whether it answers a PING now."""
+        try:
+            with self.client() as client:
+                return client.ping()
+        except redis.RedisError:
+            return False
+
     def subscribers(self, channel: str) -> int:
         """How many connections are subscribed to `channel` now."""
-        # The answer is an array of the channel's name and its count; the
-        # count is the last integer reply in it.
-        answer = self.command("PUBSUB", "NUMSUB", channel)
-        return int(answer.rsplit(b":", 1)[1])
+        with self.client() as client:
+            ((_, count),) = client.pubsub_numsub(channel)
+        return count
 
-    def command(self, *words: str) -> bytes:
-        """Send one command; return its reply without the final line break."""
-        request = f"*{len(words)}\r\n" + "".join(
-            f"${len(word.encode())}\r\n{word}\r\n" for word in words
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.url,
+            socket_timeout=ANSWER_TIMEOUT_SECONDS,
+            socket_connect_timeout=ANSWER_TIMEOUT_SECONDS,
         )
-        address = ("127.0.0.1", self.port)
-        with socket.create_connection(address, ANSWER_TIMEOUT_SECONDS) as conn:
-            conn.sendall(request.encode())
-            return conn.recv(4096).rstrip(b"\r\n")
 
     def stop(self) -> None:
         """SIGTERM the redis-server we started; SIGKILL it if it lingers."""
