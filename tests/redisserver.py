@@ -6,16 +6,10 @@ a crash would, start it again on the same port, or freeze and thaw it.
 """
 
 import signal
-import socket
 from pathlib import Path
 
 from bench.redis_process import RedisProcess
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from bench.servers import free_port
 
 
 class RedisServer(RedisProcess):
