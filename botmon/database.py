@@ -58,13 +58,26 @@ def sqlalchemy_url(database_url: str) -> str:
         )
     scheme = scheme.lower()
     if scheme in _POSTGRESQL_SCHEMES:
-        return "postgresql+psycopg://" + rest
+        return _parsable("postgresql+psycopg://" + rest)
     if scheme in {"sqlite", "sqlite+pysqlite"}:
-        return database_url
+        return _parsable(database_url)
     raise ConfigError(
         f"BOTMON_DATABASE_URL uses the scheme {scheme!r}, which botmon does not "
         "support; use sqlite:///PATH or postgresql://user:password@host/database"
     )
+
+
+def _parsable(database_url: str) -> str:
+    # The URL may hold a password: say what is wrong, never echo it.
+    try:
+        make_url(database_url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "BOTMON_DATABASE_URL is not a valid database URL: check that its "
+            "port is a number and that any special character in the user name "
+            "or password is percent-encoded"
+        ) from None
+    return database_url
 
 
 def safe_url(database_url: str) -> str:

@@ -1,6 +1,7 @@
 """One error shape for the API: `{"error": code, "message": sentence, ...}`."""
 
 import logging
+import time
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,29 +26,69 @@ _HTTP_ERRORS = {
 }
 
 
-# What a failing database means for the caller and what the operator must do.
-# Every one of them is answered only after the transaction was rolled back.
+# What a failing database means for the caller and what the operator must do:
+# the code, the cause, and the fix. Every one of them is answered only after
+# the transaction was rolled back.
 _STORAGE_ERRORS = {
     "full": (
         "storage_full",
         "botmon's database is full (its disk is out of space, or it reached "
-        "BOTMON_SQLITE_MAX_PAGES); nothing was stored; free disk space, raise "
-        "the bound or shorten BOTMON_HISTORY_RETENTION_DAYS, then resend",
+        "BOTMON_SQLITE_MAX_PAGES)",
+        "free disk space, raise the bound or shorten BOTMON_HISTORY_RETENTION_DAYS",
     ),
     "read_only": (
         "storage_read_only",
         "botmon's database cannot be written (read-only file system or file "
-        "permissions); nothing was stored; make the database file and its "
-        "folder writable for botmon, then resend",
+        "permissions)",
+        "make the database file and its folder writable for botmon",
     ),
     None: (
         "storage_unavailable",
         "botmon cannot use its database right now (database server "
-        "unreachable, I/O error, missing or damaged file); nothing was stored; "
-        "see botmon's log, fix the storage, then resend",
+        "unreachable, I/O error, missing or damaged file)",
+        "see botmon's log and fix the storage",
     ),
 }
 _STORAGE_ERRORS["unavailable"] = _STORAGE_ERRORS[None]
+
+# A database that is down fails every request until it is back: one log line
+# per kind of fault this often is enough to tell an operator, where one per
+# request would bury the log under tracebacks.
+STORAGE_LOG_INTERVAL_SECONDS = 60.0
+
+
+def storage_error_message(kind: str | None, writing: bool) -> tuple[str, str]:
+    """The code and the sentence for a storage fault met by a write or a read."""
+    code, cause, fix = _STORAGE_ERRORS[kind]
+    if writing:
+        return code, f"{cause}; nothing was stored; {fix}, then resend"
+    return code, f"{cause}; {fix}, then retry"
+
+
+class StorageFaultLog:
+    """Logs database faults at most once a minute per kind, with a count."""
+
+    def __init__(self, interval: float = STORAGE_LOG_INTERVAL_SECONDS):
+        self._interval = interval
+        self._last_logged: dict[str | None, float] = {}
+        self._unlogged: dict[str | None, int] = {}
+
+    def record(self, kind: str | None, error: SQLAlchemyError) -> None:
+        now = time.monotonic()
+        last = self._last_logged.get(kind)
+        if last is not None and now - last < self._interval:
+            self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+            return
+
+        self._last_logged[kind] = now
+        unlogged = self._unlogged.pop(kind, 0)
+        since = f" ({unlogged} more since the last report)" if unlogged else ""
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        if kind is None:
+            # Not a known storage fault: the traceback may show a defect.
+            log.error("database error%s: %s", since, error, exc_info=error)
+        else:
+            log.error("database %s%s: %s", kind, since, reason[0] if reason else "")
 
 
 class ApiError(Exception):
@@ -109,11 +150,14 @@ def register_error_handlers(app: Flask) -> None:
         response.headers["Retry-After"] = "5"
         return response
 
+    fault_log = StorageFaultLog()
+
     @app.errorhandler(SQLAlchemyError)
     def _database_error(error: SQLAlchemyError) -> Response:
         kind = storage_fault(error)
-        log.error("database error (%s): %s", kind or "unknown", error, exc_info=error)
-        response = error_response(503, *_STORAGE_ERRORS[kind])
+        fault_log.record(kind, error)
+        writing = request.method not in {"GET", "HEAD", "OPTIONS"}
+        response = error_response(503, *storage_error_message(kind, writing))
         response.headers["Retry-After"] = "30"
         return response
 

@@ -102,6 +102,12 @@ def test_a_database_server_that_goes_away_is_a_503_until_it_is_back(
         assert response.status_code == 503
         assert response.json()["error"] == "storage_unavailable"
     assert "Traceback" not in refused.text
+    # A read is told to retry; only the push is told nothing was stored.
+    assert all("then retry" in response.json()["message"] for response in down)
+    assert "nothing was stored" in refused.json()["message"]
+    # One line for the outage, not a traceback per request.
+    assert server.log().count("database unavailable") == 1
+    assert "Traceback" not in server.log()
     assert server.get("/api/health/").status_code == 200
     assert server.post(seed).status_code == 201
     assert PASSWORD not in server.log()
@@ -115,6 +121,10 @@ def test_a_database_server_that_goes_away_is_a_503_until_it_is_back(
             "cannot open the database postgresql+psycopg://botmon:***@127.0.0.1:",
         ),
         ("mysql://botmon:secret@127.0.0.1/botmon", "does not support"),
+        (
+            "postgresql://botmon:secret@127.0.0.1:badport/botmon",
+            "BOTMON_DATABASE_URL is not a valid database URL",
+        ),
     ],
 )
 def test_a_database_it_cannot_use_stops_the_start_with_one_clear_line(
