@@ -59,6 +59,8 @@ logging.basicConfig(
     format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
     stream=sys.stderr,
 )
+# Alembic lists every plugin it loads when it is imported, in every worker.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 STOP_POLL_SECONDS = 0.2
 GC_YOUNG_THRESHOLD = 50_000

@@ -101,7 +101,8 @@ class Link:
                 "lost the backplane (Redis at %s): %s; this worker's listeners "
                 "hear only its own pushes until it is back",
                 self._where,
-                reason,
+                # redis-py ends some reasons with a full stop of their own.
+                str(reason).rstrip("."),
             )
         self._broken.add(part)
 

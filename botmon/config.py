@@ -142,7 +142,8 @@ class Settings:
             # The URL may hold a password: say what is wrong, never echo it.
             raise ConfigError(
                 "BOTMON_REDIS_URL must be a redis:// or rediss:// address with a "
-                "host, such as redis://:<password>@127.0.0.1:6379/0, or "
+                "host, a numeric port and a numeric database, such as "
+                "redis://:<password>@127.0.0.1:6379/0, or "
                 "unix:///path/to/redis.sock; leave it empty to run one worker"
             )
 

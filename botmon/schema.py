@@ -38,8 +38,6 @@ class _WithoutSetupChatter(logging.Filter):
 
 
 logging.getLogger("alembic.runtime.migration").addFilter(_WithoutSetupChatter())
-# Newer alembic releases also list every plugin they load, at each start.
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
