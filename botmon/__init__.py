@@ -37,9 +37,7 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     database_url = resolve_database_url(settings, app.instance_path)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=engine_options(
-            database_url, settings.db_pool_size, settings.db_lock_timeout_seconds
-        ),
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(database_url, settings),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
@@ -60,12 +58,7 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
 
     db.init_app(app)
     with app.app_context():
-        tune_engine(
-            db.engine,
-            settings.sqlite_synchronous.upper(),
-            settings.sqlite_max_pages,
-            settings.db_lock_timeout_seconds,
-        )
+        tune_engine(db.engine, settings)
         _open_database(database_url, settings, botmon)
 
     register_error_handlers(app)

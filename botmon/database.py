@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from .config import ConfigError
+from .config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,13 @@ def safe_url(database_url: str) -> str:
         return "(an unreadable URL)"
 
 
-def engine_options(database_url: str, pool_size: int, lock_timeout: float) -> dict:
-    """Engine options for the database `database_url` names."""
+def engine_options(
+    database_url: str, settings: Settings, pool_size: int | None = None
+) -> dict:
+    """Engine options for the database `database_url` names.
+
+    `pool_size` overrides BOTMON_DB_POOL_SIZE, for a command that needs one.
+    """
     if make_url(database_url).get_backend_name() == "sqlite":
         # No busy wait inside the driver.
         return {"connect_args": {"timeout": 0}}
@@ -98,7 +103,7 @@ def engine_options(database_url: str, pool_size: int, lock_timeout: float) -> di
         # One worker serves many greenlets; each holds a connection only for
         # one short transaction, so a small pool is plenty, and a fixed bound
         # keeps several workers and hosts under the server's max_connections.
-        "pool_size": pool_size,
+        "pool_size": pool_size or settings.db_pool_size,
         "max_overflow": 0,
         "pool_timeout": POOL_TIMEOUT_SECONDS,
         # A server restart or an idle-connection reaper leaves dead sockets in
@@ -106,17 +111,20 @@ def engine_options(database_url: str, pool_size: int, lock_timeout: float) -> di
         "pool_pre_ping": True,
         "connect_args": {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "options": f"-c lock_timeout={_milliseconds(lock_timeout)}",
+            "options": "-c lock_timeout="
+            f"{_milliseconds(settings.db_lock_timeout_seconds)}",
         },
     }
 
 
-def tune_engine(engine: Engine, synchronous: str, max_pages: int, lock_timeout: float):
+def tune_engine(engine: Engine, settings: Settings) -> None:
     """Apply botmon's per-connection settings for the engine's database."""
     if engine.dialect.name == "sqlite":
-        tune_sqlite(engine, synchronous, max_pages)
+        tune_sqlite(
+            engine, settings.sqlite_synchronous.upper(), settings.sqlite_max_pages
+        )
     else:
-        _remember_lock_timeout(engine, lock_timeout)
+        _remember_lock_timeout(engine, settings.db_lock_timeout_seconds)
 
 
 def _milliseconds(seconds: float) -> int:

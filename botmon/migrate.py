@@ -47,16 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(environ: dict[str, str], check_only: bool) -> int:
     settings = Settings.from_environ(environ)
     url = resolve_database_url(settings, instance_path(environ))
-    engine = create_engine(
-        url,
-        **engine_options(url, 1, settings.db_lock_timeout_seconds),
-    )
-    tune_engine(
-        engine,
-        settings.sqlite_synchronous.upper(),
-        settings.sqlite_max_pages,
-        settings.db_lock_timeout_seconds,
-    )
+    engine = create_engine(url, **engine_options(url, settings, pool_size=1))
+    tune_engine(engine, settings)
     try:
         if check_only:
             return _check(engine, url)

@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from conftest import ROOT, SEED_PATH, LiveServer
 from sqlalchemy import create_engine, inspect, text
 
+from botmon.config import Settings
 from botmon.database import db, engine_options, sqlalchemy_url, tune_engine
 from botmon.schema import BASELINE_TABLES, alembic_config, ensure_schema
 
@@ -32,8 +33,8 @@ def database_url(backend, database_env, tmp_path) -> str:
 def engine(database_url):
     """An engine set up as botmon sets up its own."""
     url = sqlalchemy_url(database_url)
-    engine = create_engine(url, **engine_options(url, 2, 5.0))
-    tune_engine(engine, "NORMAL", 0, 5.0)
+    engine = create_engine(url, **engine_options(url, Settings(), pool_size=2))
+    tune_engine(engine, Settings())
     yield engine
     engine.dispose()
 
