@@ -38,9 +38,11 @@ def _upsert_latest(dialect_insert):
     )
 
 
+# The INSERT with ON CONFLICT of each database botmon accepts (the URL check
+# at start refuses any other).
+_DIALECT_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 _UPSERT_LATEST = {
-    "sqlite": _upsert_latest(sqlite.insert),
-    "postgresql": _upsert_latest(postgresql.insert),
+    name: _upsert_latest(build) for name, build in _DIALECT_INSERT.items()
 }
 
 # Old history is deleted by the write that finds it, at most this often, so
@@ -413,13 +415,7 @@ def _insert_unless_present(connection: Connection, table, key: list[str]):
     this turns that into "nothing inserted" instead of an error that would
     roll back the transaction (and, on PostgreSQL, poison it).
     """
-    dialects = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-    build = dialects.get(connection.dialect.name)
-    if build is None:
-        raise NotImplementedError(
-            f"botmon stores its data in SQLite or PostgreSQL, not "
-            f"{connection.dialect.name}: set BOTMON_DATABASE_URL to one of those"
-        )
+    build = _DIALECT_INSERT[connection.dialect.name]
     return build(table).on_conflict_do_nothing(index_elements=key)
 
 
